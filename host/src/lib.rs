@@ -1,0 +1,3 @@
+//! ionflow: a sandboxed integration runtime for Infor CloudSuite.
+
+pub mod sim;

@@ -1,0 +1,1 @@
+//! Local ION API Gateway simulator (being written).
