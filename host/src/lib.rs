@@ -1,3 +1,12 @@
 //! ionflow: a sandboxed integration runtime for Infor CloudSuite.
+//!
+//! `runtime` runs the Infor connector (a WebAssembly component) and lends it
+//! its capabilities; `pipeline` moves records from a source through jq
+//! transforms to sinks; `products` reads Infor product answers; `sim` is a
+//! local ION API Gateway; `cli` is the `ionflow` command.
 
+pub mod cli;
+pub mod pipeline;
+pub mod products;
+pub mod runtime;
 pub mod sim;

@@ -1,0 +1,447 @@
+//! Token and revocation requests to Infor Federated Services, and what their
+//! answers mean. Pure functions: the I/O happens in the component glue.
+
+use crate::error::ConnectorError;
+use crate::ionapi::{Credentials, ServiceAccount};
+use crate::response::{body_excerpt, retry_after_secs};
+use crate::secret::{Secret, scrub};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+/// How the client proves who it is to the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientAuth {
+    /// `client_id`/`client_secret` in the form, as Infor's own samples do.
+    #[default]
+    Form,
+    /// HTTP Basic over the form-encoded id and secret (RFC 6749 2.3.1).
+    Basic,
+}
+
+/// The grant a connection uses to get its first token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Grant {
+    BackendService,
+    ClientCredentials,
+}
+
+impl Grant {
+    pub fn name(self) -> &'static str {
+        match self {
+            Grant::BackendService => "backend-service",
+            Grant::ClientCredentials => "client-credentials",
+        }
+    }
+}
+
+/// What a token request spends.
+pub enum TokenGrant<'a> {
+    BackendService(&'a ServiceAccount),
+    ClientCredentials,
+    Refresh(&'a Secret),
+}
+
+impl TokenGrant<'_> {
+    pub fn grant_type(&self) -> &'static str {
+        match self {
+            TokenGrant::BackendService(_) => "password",
+            TokenGrant::ClientCredentials => "client_credentials",
+            TokenGrant::Refresh(_) => "refresh_token",
+        }
+    }
+}
+
+/// A form POST ready for the transport. Deliberately not `Debug`: the body
+/// holds secrets.
+pub struct FormPost {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+fn form_post(
+    url: String,
+    creds: &Credentials,
+    client_auth: ClientAuth,
+    fields: &[(&str, &str)],
+) -> FormPost {
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in fields {
+        form.append_pair(k, v);
+    }
+    let mut headers = vec![
+        (
+            "content-type".to_string(),
+            "application/x-www-form-urlencoded".to_string(),
+        ),
+        ("accept".to_string(), "application/json".to_string()),
+    ];
+    match client_auth {
+        ClientAuth::Form => {
+            form.append_pair("client_id", &creds.client_id);
+            form.append_pair("client_secret", creds.client_secret.expose());
+        }
+        ClientAuth::Basic => {
+            let encode =
+                |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+            let pair = format!(
+                "{}:{}",
+                encode(&creds.client_id),
+                encode(creds.client_secret.expose())
+            );
+            let basic = base64::engine::general_purpose::STANDARD.encode(pair);
+            headers.push(("authorization".to_string(), format!("Basic {basic}")));
+        }
+    }
+    FormPost {
+        url,
+        headers,
+        body: form.finish(),
+    }
+}
+
+pub fn token_request(creds: &Credentials, grant: &TokenGrant, client_auth: ClientAuth) -> FormPost {
+    let mut fields = vec![("grant_type", grant.grant_type())];
+    match grant {
+        TokenGrant::BackendService(sa) => {
+            fields.push(("username", sa.access_key.expose()));
+            fields.push(("password", sa.secret_key.expose()));
+        }
+        TokenGrant::ClientCredentials => {}
+        TokenGrant::Refresh(token) => fields.push(("refresh_token", token.expose())),
+    }
+    form_post(creds.token_url(), creds, client_auth, &fields)
+}
+
+/// RFC 7009 revocation; `hint` is `refresh_token` or `access_token`.
+pub fn revocation_request(
+    creds: &Credentials,
+    token: &Secret,
+    hint: &str,
+    client_auth: ClientAuth,
+) -> Result<FormPost, ConnectorError> {
+    let url = creds.revocation_url().ok_or_else(|| {
+        ConnectorError::Unsupported(
+            "the .ionapi file has no `or` (revocation endpoint path) field; download it again to revoke tokens"
+                .into(),
+        )
+    })?;
+    Ok(form_post(
+        url,
+        creds,
+        client_auth,
+        &[("token", token.expose()), ("token_type_hint", hint)],
+    ))
+}
+
+/// The tokens held for a connection: what the connector keeps in the host's
+/// token store, as JSON.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TokenSet {
+    pub access_token: Secret,
+    pub token_type: String,
+    /// Unix seconds.
+    pub expires_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<Secret>,
+    pub grant: Grant,
+}
+
+impl TokenSet {
+    pub fn usable_at(&self, now: u64, renew_before_secs: u64) -> bool {
+        !self.access_token.is_empty() && now + renew_before_secs < self.expires_at
+    }
+
+    /// Keeps the refresh token but marks the access token as spent, so that
+    /// the next caller renews it (after a 401, for example).
+    pub fn without_access_token(&self) -> TokenSet {
+        TokenSet {
+            access_token: Secret::default(),
+            expires_at: 0,
+            ..self.clone()
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: Option<Secret>,
+    token_type: Option<String>,
+    expires_in: Option<serde_json::Value>,
+    scope: Option<String>,
+    refresh_token: Option<Secret>,
+}
+
+#[derive(Deserialize)]
+struct OAuthErrorBody {
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// Infor's documented default when a response omits `expires_in`.
+const DEFAULT_EXPIRES_IN_SECS: u64 = 7200;
+
+/// Interprets the token endpoint's answer.
+///
+/// `previous_refresh` is kept when a refresh response carries no new refresh
+/// token (rotation is the default on Infor OS, but not universal).
+pub fn parse_token_response(
+    creds: &Credentials,
+    status: u16,
+    headers: &[(String, String)],
+    body: &[u8],
+    grant: Grant,
+    spent: &TokenGrant,
+    now: u64,
+) -> Result<TokenSet, ConnectorError> {
+    let secrets = creds.secrets();
+    if status == 429 {
+        return Err(ConnectorError::RateLimited {
+            retry_after_secs: retry_after_secs(headers, now),
+            message: "the token endpoint is rate limited; wait and retry".into(),
+        });
+    }
+    if !(200..300).contains(&status) {
+        let parsed: Option<OAuthErrorBody> = serde_json::from_slice(body).ok();
+        let (code, description) = match parsed {
+            Some(OAuthErrorBody {
+                error: Some(code),
+                error_description,
+            }) => (code, error_description.unwrap_or_default()),
+            _ => {
+                return Err(ConnectorError::Transport(format!(
+                    "token endpoint {} answered HTTP {status}: {}",
+                    creds.token_url(),
+                    body_excerpt(body, &secrets)
+                )));
+            }
+        };
+        let description = scrub(&description, secrets);
+        let detail = if description.is_empty() {
+            code.clone()
+        } else {
+            format!("{code}: {description}")
+        };
+        return Err(match code.as_str() {
+            "invalid_grant" => ConnectorError::InvalidGrant(match spent {
+                TokenGrant::BackendService(_) => format!(
+                    "{detail}. The token endpoint refused the service account: check that `saak` and `sask` \
+                     are the ones from the same .ionapi download and that the service account and its IFS user are active"
+                ),
+                TokenGrant::Refresh(_) => format!(
+                    "{detail}. The refresh token was rotated, revoked or idle too long (over 30 days); \
+                     a new grant is needed"
+                ),
+                TokenGrant::ClientCredentials => format!(
+                    "{detail}. The authorized app does not allow client_credentials; use the backend-service grant"
+                ),
+            }),
+            "invalid_client" | "unauthorized_client" => ConnectorError::InvalidClient(format!(
+                "{detail}. Check `ci` and `cs` in the .ionapi file; if the authorized app was changed or \
+                 recreated, download the file again"
+            )),
+            "unsupported_grant_type" => ConnectorError::InvalidClient(format!(
+                "{detail}. The authorized app does not allow the {} grant; pick a grant its type supports",
+                spent.grant_type()
+            )),
+            _ => ConnectorError::Protocol(format!(
+                "token endpoint answered HTTP {status} with OAuth error {detail}"
+            )),
+        });
+    }
+
+    let response: TokenResponse = serde_json::from_slice(body).map_err(|e| {
+        ConnectorError::Protocol(format!(
+            "the token endpoint's answer is not a valid token response ({e})"
+        ))
+    })?;
+    let access_token = response
+        .access_token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ConnectorError::Protocol("the token endpoint's answer has no `access_token`".into())
+        })?;
+    let token_type = response.token_type.unwrap_or_else(|| "Bearer".into());
+    if !token_type.eq_ignore_ascii_case("bearer") {
+        return Err(ConnectorError::Protocol(format!(
+            "the token endpoint issued a `{token_type}` token; only Bearer tokens are supported"
+        )));
+    }
+    // Some servers send expires_in as a string.
+    let expires_in = match response.expires_in {
+        None => DEFAULT_EXPIRES_IN_SECS,
+        Some(serde_json::Value::Number(n)) => n.as_u64().unwrap_or(DEFAULT_EXPIRES_IN_SECS),
+        Some(serde_json::Value::String(s)) => s.trim().parse().unwrap_or(DEFAULT_EXPIRES_IN_SECS),
+        Some(_) => DEFAULT_EXPIRES_IN_SECS,
+    };
+    let refresh_token = response
+        .refresh_token
+        .filter(|t| !t.is_empty())
+        .or(match spent {
+            TokenGrant::Refresh(previous) => Some((*previous).clone()),
+            _ => None,
+        });
+    Ok(TokenSet {
+        access_token,
+        token_type,
+        expires_at: now + expires_in,
+        scope: response.scope,
+        refresh_token,
+        grant,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn creds() -> Credentials {
+        Credentials::parse(
+            r#"{"ti":"T","ci":"T~id+1","cs":"cs/+=secret","iu":"https://ion.example",
+                "pu":"https://sso.example/T/as/","ot":"token.oauth2","or":"revoke_token.oauth2",
+                "saak":"T#ke y+/=","sask":"s#&%+/=ask"}"#,
+        )
+        .unwrap()
+    }
+
+    fn decode(body: &str) -> Vec<(String, String)> {
+        form_urlencoded::parse(body.as_bytes())
+            .into_owned()
+            .collect()
+    }
+
+    #[test]
+    fn backend_service_form_encodes_every_value() {
+        let c = creds();
+        let sa = c.service_account.clone().unwrap();
+        let req = token_request(&c, &TokenGrant::BackendService(&sa), ClientAuth::Form);
+        assert_eq!(req.url, "https://sso.example/T/as/token.oauth2");
+        assert!(!req.body.contains('#') && !req.body.contains("&%"));
+        assert_eq!(
+            decode(&req.body),
+            vec![
+                ("grant_type".into(), "password".into()),
+                ("username".into(), "T#ke y+/=".into()),
+                ("password".into(), "s#&%+/=ask".into()),
+                ("client_id".into(), "T~id+1".into()),
+                ("client_secret".into(), "cs/+=secret".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn basic_auth_encodes_id_and_secret_first() {
+        let c = creds();
+        let req = token_request(&c, &TokenGrant::ClientCredentials, ClientAuth::Basic);
+        let auth = &req
+            .headers
+            .iter()
+            .find(|(k, _)| k == "authorization")
+            .unwrap()
+            .1;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(auth.strip_prefix("Basic ").unwrap())
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(raw).unwrap(),
+            "T%7Eid%2B1:cs%2F%2B%3Dsecret"
+        );
+        assert_eq!(
+            decode(&req.body),
+            vec![("grant_type".into(), "client_credentials".into())]
+        );
+    }
+
+    #[test]
+    fn responses_are_interpreted() {
+        let c = creds();
+        let ok = br#"{"access_token":"at","token_type":"Bearer","expires_in":"7200","refresh_token":"rt"}"#;
+        let set = parse_token_response(
+            &c,
+            200,
+            &[],
+            ok,
+            Grant::BackendService,
+            &TokenGrant::ClientCredentials,
+            100,
+        )
+        .unwrap();
+        assert_eq!(set.expires_at, 7300);
+        assert!(set.usable_at(100, 300));
+        assert!(!set.usable_at(7000, 300));
+
+        let previous = Secret::new("old-refresh");
+        let no_rotation = br#"{"access_token":"at2","expires_in":10}"#;
+        let set = parse_token_response(
+            &c,
+            200,
+            &[],
+            no_rotation,
+            Grant::BackendService,
+            &TokenGrant::Refresh(&previous),
+            0,
+        )
+        .unwrap();
+        assert_eq!(set.refresh_token, Some(previous));
+
+        let bad = br#"{"error":"invalid_grant","error_description":"bad password s#&%+/=ask"}"#;
+        let e = parse_token_response(
+            &c,
+            400,
+            &[],
+            bad,
+            Grant::BackendService,
+            &TokenGrant::ClientCredentials,
+            0,
+        )
+        .unwrap_err();
+        assert!(matches!(e, ConnectorError::InvalidGrant(_)));
+        assert!(!e.to_string().contains("s#&%+/=ask"), "{e}");
+
+        let garbled = b"<html>oops</html>";
+        let e = parse_token_response(
+            &c,
+            200,
+            &[],
+            garbled,
+            Grant::BackendService,
+            &TokenGrant::ClientCredentials,
+            0,
+        )
+        .unwrap_err();
+        assert!(matches!(e, ConnectorError::Protocol(_)), "{e}");
+        let e = parse_token_response(
+            &c,
+            200,
+            &[],
+            b"{}",
+            Grant::BackendService,
+            &TokenGrant::ClientCredentials,
+            0,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("access_token"));
+    }
+
+    #[test]
+    fn token_set_debug_is_masked() {
+        let set = TokenSet {
+            access_token: Secret::new("very-secret-access"),
+            token_type: "Bearer".into(),
+            expires_at: 1,
+            scope: None,
+            refresh_token: Some(Secret::new("very-secret-refresh")),
+            grant: Grant::BackendService,
+        };
+        let s = format!("{set:?}");
+        assert!(!s.contains("very-secret"));
+        let json = serde_json::to_string(&set).unwrap();
+        assert!(
+            json.contains("very-secret-refresh"),
+            "the store must hold the value"
+        );
+    }
+}

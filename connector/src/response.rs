@@ -1,0 +1,220 @@
+//! What the gateway's status codes and headers mean for a business call.
+
+use crate::error::ConnectorError;
+use crate::secret::{Secret, scrub};
+
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// `Retry-After` as seconds from `now`: either delta-seconds or an HTTP date.
+pub fn retry_after_secs(headers: &[(String, String)], now: u64) -> Option<u32> {
+    let value = header(headers, "retry-after")?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(secs.min(u32::MAX as u64) as u32);
+    }
+    let at = parse_http_date(value)?;
+    Some(at.saturating_sub(now).min(u32::MAX as u64) as u32)
+}
+
+/// IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the only form RFC 9110
+/// requires senders to produce, as Unix seconds.
+pub fn parse_http_date(value: &str) -> Option<u64> {
+    let rest = value.split_once(", ")?.1;
+    let mut parts = rest.split_whitespace();
+    let day: u64 = parts.next()?.parse().ok()?;
+    let month = match parts.next()? {
+        "Jan" => 1,
+        "Feb" => 2,
+        "Mar" => 3,
+        "Apr" => 4,
+        "May" => 5,
+        "Jun" => 6,
+        "Jul" => 7,
+        "Aug" => 8,
+        "Sep" => 9,
+        "Oct" => 10,
+        "Nov" => 11,
+        "Dec" => 12,
+        _ => return None,
+    };
+    let year: i64 = parts.next()?.parse().ok()?;
+    let mut hms = parts.next()?.split(':');
+    let h: u64 = hms.next()?.parse().ok()?;
+    let m: u64 = hms.next()?.parse().ok()?;
+    let s: u64 = hms.next()?.parse().ok()?;
+    if parts.next()? != "GMT" || day == 0 || day > 31 || h > 23 || m > 59 || s > 60 {
+        return None;
+    }
+    let days = days_from_civil(year, month, day as i64);
+    u64::try_from(days)
+        .ok()
+        .map(|d| d * 86_400 + h * 3600 + m * 60 + s)
+}
+
+/// Days since 1970-01-01 for a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// A short, secret-free excerpt of a response body for an error message.
+pub fn body_excerpt(body: &[u8], secrets: &[&Secret]) -> String {
+    const MAX: usize = 300;
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        return "(empty body)".into();
+    }
+    let mut cut: String = text.chars().take(MAX).collect();
+    if text.chars().count() > MAX {
+        cut.push_str("...");
+    }
+    scrub(&cut, secrets.iter().copied())
+}
+
+/// The `error_description` (or `error`) of a `WWW-Authenticate: Bearer ...` header.
+pub fn bearer_error(headers: &[(String, String)]) -> Option<String> {
+    let value = header(headers, "www-authenticate")?;
+    for key in ["error_description=\"", "error=\""] {
+        if let Some(start) = value.find(key) {
+            let rest = &value[start + key.len()..];
+            return rest.split('"').next().map(str::to_owned);
+        }
+    }
+    None
+}
+
+/// The size of the request body and the limit it was checked against, for a 413.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestSize {
+    pub body_bytes: u64,
+    pub limit_bytes: u64,
+}
+
+/// Turns the statuses that a caller cannot act on as data into errors.
+/// 401 is handled by the caller, which renews the token once first.
+pub fn check_business_status(
+    status: u16,
+    headers: &[(String, String)],
+    body: &[u8],
+    path: &str,
+    request: RequestSize,
+    secrets: &[&Secret],
+    now: u64,
+) -> Result<(), ConnectorError> {
+    match status {
+        403 => Err(ConnectorError::Forbidden(format!(
+            "{path}: {}. Add the API's scope to the authorized app in Infor OS > API Gateway, \
+             give the service account's IFS user the product role it needs, then download the \
+             .ionapi file again (scopes are fixed at download time)",
+            body_excerpt(body, secrets)
+        ))),
+        413 => Err(ConnectorError::PayloadTooLarge {
+            size_bytes: request.body_bytes,
+            limit_bytes: request.limit_bytes,
+        }),
+        429 => Err(ConnectorError::RateLimited {
+            retry_after_secs: retry_after_secs(headers, now),
+            message: format!(
+                "{path}: the gateway's quota or spike-arrest policy refused the call; \
+                 lower the request rate or ask the administrator to raise the quota"
+            ),
+        }),
+        504 => Err(ConnectorError::GatewayTimeout(format!(
+            "{path}: the product did not answer within the gateway's timeout (1 minute by default); \
+             ask for smaller pages (maxrecs, recordCap, limit) or have the administrator extend the \
+             endpoint's timeout policy (at most 5 minutes)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(k: &str, v: &str) -> Vec<(String, String)> {
+        vec![(k.to_string(), v.to_string())]
+    }
+
+    #[test]
+    fn retry_after_in_both_forms() {
+        assert_eq!(retry_after_secs(&h("Retry-After", "7"), 0), Some(7));
+        // 1994-11-06T08:49:37Z is 784111777.
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
+        );
+        assert_eq!(
+            retry_after_secs(
+                &h("retry-after", "Sun, 06 Nov 1994 08:49:47 GMT"),
+                784_111_777
+            ),
+            Some(10)
+        );
+        assert_eq!(retry_after_secs(&h("retry-after", "soon"), 0), None);
+        assert_eq!(retry_after_secs(&[], 0), None);
+    }
+
+    #[test]
+    fn bearer_error_is_read() {
+        let v = h(
+            "WWW-Authenticate",
+            "Bearer error=\"invalid_token\", error_description=\"The access token expired\"",
+        );
+        assert_eq!(
+            bearer_error(&v).as_deref(),
+            Some("The access token expired")
+        );
+    }
+
+    #[test]
+    fn statuses_map_to_errors() {
+        let s = check_business_status(
+            403,
+            &[],
+            b"scope missing",
+            "M3/x",
+            RequestSize::default(),
+            &[],
+            0,
+        )
+        .unwrap_err();
+        assert!(matches!(s, ConnectorError::Forbidden(ref m) if m.contains("scope missing")));
+        assert!(matches!(
+            check_business_status(
+                429,
+                &h("Retry-After", "3"),
+                b"",
+                "p",
+                RequestSize::default(),
+                &[],
+                0
+            ),
+            Err(ConnectorError::RateLimited {
+                retry_after_secs: Some(3),
+                ..
+            })
+        ));
+        assert!(check_business_status(504, &[], b"", "p", RequestSize::default(), &[], 0).is_err());
+        assert!(check_business_status(400, &[], b"", "p", RequestSize::default(), &[], 0).is_ok());
+        assert!(check_business_status(200, &[], b"", "p", RequestSize::default(), &[], 0).is_ok());
+    }
+
+    #[test]
+    fn excerpts_are_short_and_scrubbed() {
+        let secret = Secret::new("supersecretvalue");
+        let body = format!("{}supersecretvalue", "x".repeat(10));
+        assert_eq!(body_excerpt(body.as_bytes(), &[&secret]), "xxxxxxxxxx*****");
+        assert!(body_excerpt(&[b'a'; 1000], &[]).len() < 310);
+    }
+}

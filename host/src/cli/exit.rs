@@ -1,0 +1,48 @@
+//! Exit codes: documented in the README, stable for cron jobs and schedulers.
+
+use std::process::ExitCode;
+
+use crate::pipeline::ConfigError;
+use crate::runtime::{ConnectorError, ErrorKind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Everything worked.
+    Success = 0,
+    /// An unexpected failure (I/O, a product error that stopped the run, a bug).
+    Failure = 1,
+    /// The command line, a pipeline file or a `.ionapi` file is wrong.
+    Config = 2,
+    /// The identity provider or gateway refused the credentials (401, 403, invalid_grant).
+    Auth = 3,
+    /// The run finished but some records failed.
+    RecordsFailed = 4,
+    /// The gateway or network was unavailable (timeouts, 429, 504, connection errors).
+    Unavailable = 5,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        ExitCode::from(exit as u8)
+    }
+}
+
+impl Exit {
+    /// Picks the exit code from the first typed error in the chain.
+    pub fn classify(error: &anyhow::Error) -> Exit {
+        for cause in error.chain() {
+            if cause.is::<ConfigError>() {
+                return Exit::Config;
+            }
+            if let Some(e) = cause.downcast_ref::<ConnectorError>() {
+                return match e.kind() {
+                    ErrorKind::Configuration => Exit::Config,
+                    ErrorKind::Authentication | ErrorKind::Forbidden => Exit::Auth,
+                    ErrorKind::Unavailable => Exit::Unavailable,
+                    ErrorKind::Failed | ErrorKind::Sandbox => Exit::Failure,
+                };
+            }
+        }
+        Exit::Failure
+    }
+}

@@ -1,0 +1,46 @@
+//! `ionflow sim`: the gateway simulator as a long-running process.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::Exit;
+use crate::sim::{SimConfig, Simulator};
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    #[command(flatten)]
+    config: SimConfig,
+    /// Where to write the simulator's .ionapi file
+    #[arg(long, default_value = "sim.ionapi")]
+    ionapi_out: PathBuf,
+}
+
+pub async fn sim(args: SimArgs) -> anyhow::Result<Exit> {
+    let sim = Simulator::start(args.config).await?;
+    sim.write_ionapi(&args.ionapi_out)?;
+    println!("ION API Gateway simulator listening on {}", sim.base_url());
+    println!("credentials written to {}", args.ionapi_out.display());
+    println!(
+        "counters: {}/__sim/counters; stop with Ctrl-C",
+        sim.base_url()
+    );
+    wait_for_shutdown().await;
+    sim.shutdown().await;
+    Ok(Exit::Success)
+}
+
+async fn wait_for_shutdown() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

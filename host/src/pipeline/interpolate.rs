@@ -1,0 +1,108 @@
+//! `${env.NAME}` and `${env.NAME:-default}` in pipeline strings.
+//!
+//! Interpolation runs on parsed values, never on the TOML text, so a variable
+//! cannot inject TOML and error positions stay true to the file.
+
+use std::collections::BTreeMap;
+
+/// Where variables come from: the process environment, with overrides
+/// (from `--var`, or set by `ionflow demo`) taking precedence.
+#[derive(Debug, Clone, Default)]
+pub struct Variables {
+    overrides: BTreeMap<String, String>,
+}
+
+impl Variables {
+    pub fn new(overrides: BTreeMap<String, String>) -> Self {
+        Variables { overrides }
+    }
+
+    fn get(&self, name: &str) -> Option<String> {
+        self.overrides
+            .get(name)
+            .cloned()
+            .or_else(|| std::env::var(name).ok())
+    }
+
+    /// Expands every `${env.NAME}` in `text`. `$$` is a literal `$`.
+    pub fn expand(&self, text: &str) -> Result<String, String> {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(pos) = rest.find('$') {
+            out.push_str(&rest[..pos]);
+            let after = &rest[pos + 1..];
+            if let Some(tail) = after.strip_prefix('$') {
+                out.push('$');
+                rest = tail;
+                continue;
+            }
+            let Some(body) = after.strip_prefix('{') else {
+                out.push('$');
+                rest = after;
+                continue;
+            };
+            let end = body
+                .find('}')
+                .ok_or_else(|| format!("unclosed `${{` in `{text}`; write ${{env.NAME}}"))?;
+            let expr = &body[..end];
+            let (name, default) = match expr.split_once(":-") {
+                Some((name, default)) => (name, Some(default)),
+                None => (expr, None),
+            };
+            let name = name.strip_prefix("env.").ok_or_else(|| {
+                format!(
+                    "`${{{expr}}}` is not a variable; write ${{env.NAME}} or ${{env.NAME:-default}}"
+                )
+            })?;
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!(
+                    "`${{{expr}}}`: environment variable names use letters, digits and _"
+                ));
+            }
+            match (self.get(name), default) {
+                (Some(value), _) => out.push_str(&value),
+                (None, Some(default)) => out.push_str(default),
+                (None, None) => {
+                    return Err(format!(
+                        "environment variable {name} is not set; set it or give a default: ${{env.{name}:-value}}"
+                    ));
+                }
+            }
+            rest = &body[end + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars() -> Variables {
+        Variables::new([("IONFLOW_TEST_A".to_string(), "alpha".to_string())].into())
+    }
+
+    #[test]
+    fn expands_defaults_and_escapes() {
+        let v = vars();
+        assert_eq!(v.expand("x/${env.IONFLOW_TEST_A}/y").unwrap(), "x/alpha/y");
+        assert_eq!(
+            v.expand("${env.IONFLOW_UNSET_Q:-dev}.ionapi").unwrap(),
+            "dev.ionapi"
+        );
+        assert_eq!(v.expand("cost $$5 and $x").unwrap(), "cost $5 and $x");
+    }
+
+    #[test]
+    fn errors_say_how_to_fix() {
+        let v = vars();
+        assert!(
+            v.expand("${env.IONFLOW_UNSET_Q}")
+                .unwrap_err()
+                .contains("is not set")
+        );
+        assert!(v.expand("${HOME}").unwrap_err().contains("${env.NAME}"));
+        assert!(v.expand("${env.A").unwrap_err().contains("unclosed"));
+    }
+}

@@ -1,0 +1,228 @@
+//! Declarative pipelines: a source, jq transforms and sinks, read from TOML.
+//!
+//! Data flows source → transforms → sinks one page at a time; connections
+//! are opened in the connector sandbox before the first record moves.
+
+pub mod config;
+pub mod interpolate;
+mod sink;
+mod source;
+mod summary;
+mod transform;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressStyle};
+
+pub use config::{ConfigError, PipelineConfig};
+pub use interpolate::Variables;
+pub use summary::Summary;
+pub use transform::JqFilter;
+
+use crate::runtime::{ClientAuth, Connection, ConnectionOptions, Grant, Runtime};
+use config::{ClientAuthName, GrantName, TransformConfig};
+use sink::Sink;
+use source::Source;
+
+/// A validated pipeline: parsed, references checked, jq compiled.
+pub struct Pipeline {
+    pub name: String,
+    pub file: PathBuf,
+    /// Relative paths in the pipeline resolve against this folder.
+    pub base_dir: PathBuf,
+    pub config: PipelineConfig,
+    transforms: Vec<JqFilter>,
+    vars: Variables,
+}
+
+impl Pipeline {
+    pub fn load(path: &Path, vars: Variables) -> Result<Pipeline, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path, format!("cannot read the pipeline file: {e}")))?;
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::from_text(&text, path, &base_dir, vars)
+    }
+
+    pub fn from_text(
+        text: &str,
+        file: &Path,
+        base_dir: &Path,
+        vars: Variables,
+    ) -> Result<Pipeline, ConfigError> {
+        let config = PipelineConfig::parse(text, file)?;
+        config.check_references(file)?;
+        let transforms = config
+            .transforms
+            .iter()
+            .enumerate()
+            .map(|(i, t)| match t {
+                TransformConfig::Jq(jq) => JqFilter::compile(&jq.filter)
+                    .map_err(|e| ConfigError::new(file, format!("transforms[{i}].filter: {e}"))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let name = config.name.clone().unwrap_or_else(|| {
+            file.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "pipeline".into())
+        });
+        Ok(Pipeline {
+            name,
+            file: file.to_owned(),
+            base_dir: base_dir.to_owned(),
+            config,
+            transforms,
+            vars,
+        })
+    }
+
+    /// Reads each connection's `.ionapi` JSON and opens it in the sandbox.
+    /// No network call happens here.
+    pub async fn open_connections(
+        &self,
+        runtime: &Runtime,
+    ) -> anyhow::Result<BTreeMap<String, Arc<Connection>>> {
+        let mut open = BTreeMap::new();
+        for (name, conn) in &self.config.connections {
+            let (json, origin) = self.ionapi_json(name, conn)?;
+            let options = ConnectionOptions {
+                grant: conn.grant.map(|g| match g {
+                    GrantName::BackendService => Grant::BackendService,
+                    GrantName::ClientCredentials => Grant::ClientCredentials,
+                }),
+                client_auth: conn.client_auth.map(|c| match c {
+                    ClientAuthName::Form => ClientAuth::Form,
+                    ClientAuthName::Basic => ClientAuth::Basic,
+                }),
+                renew_before_secs: None,
+                request_timeout_ms: conn.timeout_secs.map(|s| s * 1000),
+                max_payload_bytes: None,
+            };
+            let connection = runtime
+                .open(name, &json, options)
+                .await
+                .with_context(|| format!("connection `{name}` ({origin})"))?;
+            open.insert(name.clone(), Arc::new(connection));
+        }
+        Ok(open)
+    }
+
+    fn ionapi_json(
+        &self,
+        name: &str,
+        conn: &config::ConnectionConfig,
+    ) -> Result<(String, String), ConfigError> {
+        let in_file = |message: String| ConfigError::new(&self.file, message);
+        if let Some(var) = &conn.ionapi_env {
+            let json = std::env::var(var).map_err(|_| {
+                in_file(format!(
+                    "connections.{name}.ionapi_env: environment variable {var} is not set; \
+                     export it with the .ionapi file's JSON"
+                ))
+            })?;
+            return Ok((json, format!("environment variable {var}")));
+        }
+        let raw = conn.ionapi_file.as_deref().unwrap_or_default();
+        let path = self
+            .vars
+            .expand(raw)
+            .map_err(|e| in_file(format!("connections.{name}.ionapi_file: {e}")))?;
+        let path = self.base_dir.join(path);
+        let json = std::fs::read_to_string(&path).map_err(|e| {
+            in_file(format!(
+                "connections.{name}.ionapi_file: cannot read {}: {e}; download the file from \
+                 Infor OS > API Gateway > Authorized Apps or fix the path",
+                path.display()
+            ))
+        })?;
+        Ok((json, path.display().to_string()))
+    }
+
+    /// Runs the pipeline once.
+    pub async fn run(&self, runtime: &Runtime, show_progress: bool) -> anyhow::Result<Summary> {
+        let started = Instant::now();
+        let connections = self.open_connections(runtime).await?;
+        let mut source = Source::new(&self.config.source, &connections, &self.vars)?;
+        let mut sinks = self
+            .config
+            .sinks
+            .iter()
+            .map(|s| Sink::open(s, &self.base_dir, &self.vars))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let progress = progress_bar(show_progress, &self.name);
+        let mut summary = Summary {
+            pipeline: self.name.clone(),
+            ..Summary::default()
+        };
+
+        while let Some(page) = source.next_page().await? {
+            for record in page {
+                summary.records_in += 1;
+                let mut batch = vec![record];
+                let mut failed = None;
+                for (i, filter) in self.transforms.iter().enumerate() {
+                    let mut next = Vec::with_capacity(batch.len());
+                    for r in &batch {
+                        match filter.apply(r) {
+                            Ok(out) => next.extend(out),
+                            Err(e) => {
+                                failed = Some(format!("transforms[{i}]: {e}"));
+                                break;
+                            }
+                        }
+                    }
+                    if failed.is_some() {
+                        break;
+                    }
+                    batch = next;
+                }
+                if let Some(reason) = failed {
+                    summary.records_failed += 1;
+                    tracing::warn!(pipeline = %self.name, record = summary.records_in, "record failed: {reason}");
+                    continue;
+                }
+                for record in &batch {
+                    for sink in &mut sinks {
+                        sink.write(record).await?;
+                    }
+                    summary.records_out += 1;
+                }
+            }
+            progress.set_message(format!(
+                "{} records in, {} out",
+                summary.records_in, summary.records_out
+            ));
+            progress.tick();
+        }
+        for sink in sinks {
+            if let Some(path) = sink.finish().await? {
+                summary.outputs.push(path);
+            }
+        }
+        progress.finish_and_clear();
+        for connection in connections.values() {
+            summary.api_calls += connection.stats().requests();
+            summary.token_requests += connection.stats().token_requests();
+        }
+        summary.duration_ms = started.elapsed().as_millis() as u64;
+        Ok(summary)
+    }
+}
+
+/// A spinner on a terminal; nothing when output is piped or logged.
+fn progress_bar(show: bool, name: &str) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {prefix} {msg} [{elapsed}]")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.set_prefix(name.to_owned());
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}

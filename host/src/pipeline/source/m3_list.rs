@@ -1,0 +1,135 @@
+//! An M3 list transaction, paged by key.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use serde_json::Value;
+
+use crate::pipeline::config::M3ListSource;
+use crate::pipeline::interpolate::Variables;
+use crate::products::m3;
+use crate::runtime::{Connection, GatewayRequest, Method};
+
+pub struct M3ListReader {
+    connection: Arc<Connection>,
+    path: String,
+    transaction: String,
+    key_field: String,
+    page_size: u32,
+    /// The fixed input fields, without the key.
+    query: Vec<(String, String)>,
+    /// The key to start the next page at; `None` before the first page.
+    next_key: Option<String>,
+    start_key: Option<String>,
+    remaining: Option<u64>,
+    done: bool,
+}
+
+impl M3ListReader {
+    pub fn new(
+        config: &M3ListSource,
+        connection: Arc<Connection>,
+        vars: &Variables,
+    ) -> anyhow::Result<Self> {
+        let mut query = Vec::new();
+        let mut start_key = None;
+        for (name, value) in &config.query {
+            let value = vars
+                .expand(value)
+                .map_err(|e| anyhow::anyhow!("source.query.{name}: {e}"))?;
+            if *name == config.key_field {
+                start_key = Some(value);
+            } else {
+                query.push((name.clone(), value));
+            }
+        }
+        if let Some(cols) = &config.returncols {
+            let mut cols = cols.clone();
+            // Paging needs the key in every record.
+            if !cols.contains(&config.key_field) {
+                cols.push(config.key_field.clone());
+            }
+            query.push(("returncols".into(), cols.join(",")));
+        }
+        Ok(M3ListReader {
+            connection,
+            path: m3::execute_path(&config.program, &config.transaction),
+            transaction: config.transaction.clone(),
+            key_field: config.key_field.clone(),
+            page_size: config.page_size,
+            query,
+            next_key: None,
+            start_key,
+            remaining: config.max_records,
+            done: false,
+        })
+    }
+
+    pub async fn next_page(&mut self) -> anyhow::Result<Option<Vec<Value>>> {
+        if self.done || self.remaining == Some(0) {
+            return Ok(None);
+        }
+        let continuing = self.next_key.is_some();
+        // A continuation page repeats the previous page's last record, so ask
+        // for one more to still move `page_size` records forward.
+        let maxrecs = if continuing {
+            self.page_size + 1
+        } else {
+            self.page_size
+        };
+        let mut query = self.query.clone();
+        if let Some(key) = self.next_key.as_ref().or(self.start_key.as_ref()) {
+            query.push((self.key_field.clone(), key.clone()));
+        }
+        query.push(("maxrecs".into(), maxrecs.to_string()));
+        let response = self
+            .connection
+            .call(GatewayRequest {
+                method: Method::Get,
+                path: self.path.clone(),
+                query,
+                headers: vec![],
+                body: vec![],
+                timeout_ms: None,
+            })
+            .await
+            .with_context(|| {
+                format!(
+                    "M3 {} via connection `{}`",
+                    self.transaction,
+                    self.connection.name()
+                )
+            })?;
+        let mut records = m3::records(response.status, &response.body, &self.transaction)?;
+        let fetched = records.len();
+        if continuing
+            && let Some(first) = records.first()
+            && key_of(first, &self.key_field) == self.next_key.as_deref()
+        {
+            records.remove(0);
+        }
+        if fetched < maxrecs as usize || records.is_empty() {
+            self.done = true;
+        }
+        if let Some(last) = records.last() {
+            let key = key_of(last, &self.key_field).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "M3 {}: a record has no `{}` field, so the list cannot be paged by it; \
+                     check source.key_field",
+                    self.transaction,
+                    self.key_field
+                )
+            })?;
+            self.next_key = Some(key.to_owned());
+        }
+        if let Some(remaining) = &mut self.remaining {
+            records.truncate(usize::try_from(*remaining).unwrap_or(usize::MAX));
+            *remaining -= records.len() as u64;
+        }
+        Ok(Some(records))
+    }
+}
+
+fn key_of<'a>(record: &'a Value, field: &str) -> Option<&'a str> {
+    record.get(field).and_then(Value::as_str)
+}

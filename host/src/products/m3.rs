@@ -1,0 +1,86 @@
+//! M3 MI programs over REST (`m3api-rest/v2/execute`).
+
+use serde_json::Value;
+
+/// The path of an MI transaction below `{iu}/{ti}/`.
+pub fn execute_path(program: &str, transaction: &str) -> String {
+    format!("M3/m3api-rest/v2/execute/{program}/{transaction}")
+}
+
+/// M3 reports transaction errors inside the body, sometimes with HTTP 200:
+/// a client must read `nrOfFailedTransactions` and `errorMessage`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("M3 {transaction}: {message}")]
+pub struct M3Error {
+    pub transaction: String,
+    pub message: String,
+}
+
+/// The records of the first (for a single transaction, the only) result.
+pub fn records(status: u16, body: &[u8], transaction: &str) -> Result<Vec<Value>, M3Error> {
+    let fail = |message: String| M3Error {
+        transaction: transaction.to_owned(),
+        message,
+    };
+    let envelope: Value = serde_json::from_slice(body).map_err(|e| {
+        fail(format!(
+            "HTTP {status} with a body that is not JSON ({e}); is the path an M3 REST v2 endpoint?"
+        ))
+    })?;
+    let results = envelope
+        .get("results")
+        .and_then(Value::as_array)
+        .ok_or_else(|| fail(format!("HTTP {status} without a `results` array")))?;
+    let failed = envelope
+        .get("nrOfFailedTransactions")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let first = results.first();
+    let error_message = first
+        .and_then(|r| r.get("errorMessage"))
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|m| !m.is_empty());
+    if failed > 0 || error_message.is_some() || !(200..300).contains(&status) {
+        let mut message = error_message.unwrap_or("transaction failed").to_owned();
+        if let Some(field) = first
+            .and_then(|r| r.get("errorField"))
+            .and_then(Value::as_str)
+            .filter(|f| !f.is_empty())
+        {
+            message.push_str(&format!(" (field {field})"));
+        }
+        if let Some(code) = first
+            .and_then(|r| r.get("errorCode"))
+            .and_then(Value::as_str)
+            .filter(|c| !c.is_empty())
+        {
+            message.push_str(&format!(" [{code}]"));
+        }
+        return Err(fail(message));
+    }
+    Ok(first
+        .and_then(|r| r.get("records"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_records_and_errors() {
+        let ok = br#"{"results":[{"transaction":"LstItmByItm","records":[{"ITNO":"A"}]}],"wasTerminated":false,"nrOfSuccessfullTransactions":1,"nrOfFailedTransactions":0}"#;
+        assert_eq!(records(200, ok, "LstItmByItm").unwrap().len(), 1);
+        let failed = br#"{"results":[{"transaction":"GetItmBasic","errorMessage":"Item number X does not exist","errorField":"ITNO","errorCode":"WIT0103","records":[]}],"nrOfFailedTransactions":1}"#;
+        let e = records(400, failed, "GetItmBasic").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "M3 GetItmBasic: Item number X does not exist (field ITNO) [WIT0103]"
+        );
+        let e = records(200, b"<html>", "X").unwrap_err();
+        assert!(e.message.contains("not JSON"));
+    }
+}

@@ -1,0 +1,30 @@
+//! Runs the connector component in a wasmtime sandbox and lends it the three
+//! capabilities of the WIT world: transport, token store and log.
+
+mod bindings;
+pub mod capabilities;
+mod connection;
+mod engine;
+mod error;
+
+pub use bindings::exports::ionflow::gateway::auth::{
+    ClientAuth, ConnectionInfo, Grant, Options as ConnectionOptions, TokenInfo,
+};
+pub use bindings::exports::ionflow::gateway::gateway::{
+    Request as GatewayRequest, Response as GatewayResponse,
+};
+pub use bindings::ionflow::gateway::types::Method;
+pub use connection::{Connection, ConnectionStats};
+pub use engine::Runtime;
+pub use error::{ConnectorError, ErrorKind};
+
+/// Options with every setting at the connector's default.
+pub fn default_options() -> ConnectionOptions {
+    ConnectionOptions {
+        grant: None,
+        client_auth: None,
+        renew_before_secs: None,
+        request_timeout_ms: None,
+        max_payload_bytes: None,
+    }
+}

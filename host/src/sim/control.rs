@@ -1,0 +1,68 @@
+//! The simulator's own control API under `/__sim`, for tests and developers.
+//! It needs no token and answers on both hosts, but only to loopback peers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::counters::Counters;
+use super::ion::ReceivedMessage;
+use super::oauth::IssuedTokens;
+use super::{SimState, lock};
+
+pub(crate) fn router() -> Router<Arc<SimState>> {
+    Router::new()
+        .route("/counters", get(counters))
+        .route("/tokens", get(tokens))
+        .route("/expire-tokens", post(expire_tokens))
+        .route("/messages", get(messages))
+        .route("/reset-counters", post(reset_counters))
+        .route_layer(middleware::from_fn(loopback_only))
+}
+
+/// The listener is bound to 127.0.0.1 already; this guards against a future
+/// change of bind address exposing token lists to the network.
+async fn loopback_only(request: Request, next: Next) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
+    match peer {
+        Some(ip) if !ip.is_loopback() => (
+            StatusCode::FORBIDDEN,
+            Json(json!({ "error": "forbidden", "error_description": "The control API is loopback-only" })),
+        )
+            .into_response(),
+        _ => next.run(request).await,
+    }
+}
+
+async fn counters(State(state): State<Arc<SimState>>) -> Json<Counters> {
+    Json(state.counters.snapshot())
+}
+
+async fn tokens(State(state): State<Arc<SimState>>) -> Json<IssuedTokens> {
+    Json(lock(&state.tokens).issued())
+}
+
+async fn expire_tokens(State(state): State<Arc<SimState>>) -> Json<serde_json::Value> {
+    let expired = lock(&state.tokens).expire_all(Instant::now());
+    Json(json!({ "expired": expired }))
+}
+
+async fn messages(State(state): State<Arc<SimState>>) -> Json<Vec<ReceivedMessage>> {
+    Json(lock(&state.messages).list())
+}
+
+async fn reset_counters(State(state): State<Arc<SimState>>) -> StatusCode {
+    state.counters.reset();
+    StatusCode::NO_CONTENT
+}

@@ -1,0 +1,626 @@
+//! Mongoose IDO REST (`/CSI/IDORequestService/ido/load/{ido}`), serving the
+//! shared catalogue as the SyteLine `SLItems` IDO.
+//!
+//! Like the real service, problems are reported in an HTTP 200 with
+//! `"Success": false`, so a client that only checks the status code is caught.
+//! Parameter names are case-insensitive, as ASP.NET binds them, and unknown
+//! parameters are ignored, as the real service does.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use serde::Serialize;
+
+use super::catalogue::{Catalogue, Item, Record};
+use super::codec::{Params, clip};
+use super::datetime::{self, MS_PER_DAY};
+use super::{SimState, read};
+
+const IDO_NAME: &str = "SLItems";
+pub(crate) const CONFIG_HEADER: &str = "x-infor-mongooseconfig";
+const DEFAULT_RECORD_CAP: usize = 200;
+const MAX_FILTER_CHARS: usize = 4000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Property {
+    Item,
+    Description,
+    Um,
+    ProductCode,
+    Stat,
+    MatlType,
+    UnitWeight,
+    RecordDate,
+    CreateDate,
+    RowPointer,
+}
+
+const PROPERTIES: &[(&str, Property)] = &[
+    ("Item", Property::Item),
+    ("Description", Property::Description),
+    ("UM", Property::Um),
+    ("ProductCode", Property::ProductCode),
+    ("Stat", Property::Stat),
+    ("MatlType", Property::MatlType),
+    ("UnitWeight", Property::UnitWeight),
+    ("RecordDate", Property::RecordDate),
+    ("CreateDate", Property::CreateDate),
+    ("RowPointer", Property::RowPointer),
+];
+
+fn find_property(name: &str) -> Option<(&'static str, Property)> {
+    PROPERTIES
+        .iter()
+        .find(|(canonical, _)| canonical.eq_ignore_ascii_case(name))
+        .copied()
+}
+
+impl Property {
+    fn text(self, item: &Item) -> String {
+        match self {
+            Property::Item => item.itno.clone(),
+            Property::Description => item.itds.clone(),
+            Property::Um => item.unms.clone(),
+            Property::ProductCode => item.itgr.clone(),
+            // SyteLine's item status: Active, Slow-moving, Obsolete.
+            Property::Stat => match item.stat.as_str() {
+                "10" | "20" => "A",
+                "50" => "S",
+                _ => "O",
+            }
+            .to_owned(),
+            // Material type: Material, Tool, Other.
+            Property::MatlType => match item.itty.as_str() {
+                "SPR" => "T",
+                "SRV" => "O",
+                _ => "M",
+            }
+            .to_owned(),
+            // Mongoose renders decimals with eight places.
+            Property::UnitWeight => format!(
+                "{}.{:03}00000",
+                item.grwe_milli / 1000,
+                item.grwe_milli % 1000
+            ),
+            Property::RecordDate => datetime::format_timestamp(item.changed_ms),
+            Property::CreateDate => datetime::format_timestamp(item.created_day * MS_PER_DAY),
+            Property::RowPointer => item.row_pointer(),
+        }
+    }
+
+    fn time(self, item: &Item) -> Option<i64> {
+        match self {
+            Property::RecordDate => Some(item.changed_ms),
+            Property::CreateDate => Some(item.created_day * MS_PER_DAY),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl Op {
+    fn accepts(self, ordering: Ordering) -> bool {
+        match self {
+            Op::Eq => ordering == Ordering::Equal,
+            Op::Ne => ordering != Ordering::Equal,
+            Op::Lt => ordering == Ordering::Less,
+            Op::Le => ordering != Ordering::Greater,
+            Op::Gt => ordering == Ordering::Greater,
+            Op::Ge => ordering != Ordering::Less,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Literal {
+    /// Lower-cased: SQL Server's default collation ignores case.
+    Text(String),
+    Time(i64),
+    Milli(u64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Condition {
+    property: Property,
+    op: Op,
+    literal: Literal,
+}
+
+impl Condition {
+    fn matches(&self, item: &Item) -> bool {
+        let ordering = match &self.literal {
+            Literal::Time(t) => self.property.time(item).unwrap_or(i64::MIN).cmp(t),
+            Literal::Milli(m) => item.grwe_milli.cmp(m),
+            Literal::Text(t) => self.property.text(item).to_lowercase().cmp(t),
+        };
+        self.op.accepts(ordering)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Token {
+    Word(String),
+    Op(Op),
+    Quoted(String),
+}
+
+fn tokenize(filter: &str) -> Result<Vec<Token>, String> {
+    let chars: Vec<char> = filter.chars().collect();
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c.is_whitespace() {
+            i += 1;
+        } else if c == '\'' {
+            let mut text = String::new();
+            i += 1;
+            loop {
+                match chars.get(i) {
+                    None => return Err("unterminated string literal".to_owned()),
+                    Some('\'') if chars.get(i + 1) == Some(&'\'') => {
+                        text.push('\'');
+                        i += 2;
+                    }
+                    Some('\'') => {
+                        i += 1;
+                        break;
+                    }
+                    Some(&other) => {
+                        text.push(other);
+                        i += 1;
+                    }
+                }
+            }
+            tokens.push(Token::Quoted(text));
+        } else if matches!(c, '=' | '<' | '>' | '!') {
+            let next = chars.get(i + 1).copied();
+            let (op, width) = match (c, next) {
+                ('<', Some('>')) | ('!', Some('=')) => (Op::Ne, 2),
+                ('<', Some('=')) => (Op::Le, 2),
+                ('>', Some('=')) => (Op::Ge, 2),
+                ('<', _) => (Op::Lt, 1),
+                ('>', _) => (Op::Gt, 1),
+                ('=', _) => (Op::Eq, 1),
+                _ => return Err("'!' must be followed by '='".to_owned()),
+            };
+            tokens.push(Token::Op(op));
+            i += width;
+        } else if c.is_alphanumeric() || matches!(c, '_' | '.') {
+            let start = i;
+            while i < chars.len() && (chars[i].is_alphanumeric() || matches!(chars[i], '_' | '.')) {
+                i += 1;
+            }
+            tokens.push(Token::Word(chars[start..i].iter().collect()));
+        } else {
+            return Err(format!("unexpected character '{c}'"));
+        }
+    }
+    Ok(tokens)
+}
+
+/// The filter subset the simulator understands: `Property op literal`
+/// comparisons joined by `AND`, e.g. `RecordDate > '2026-05-01 00:00:00'`.
+fn parse_filter(filter: &str) -> Result<Vec<Condition>, String> {
+    if filter.chars().count() > MAX_FILTER_CHARS {
+        return Err(format!(
+            "filter is longer than {MAX_FILTER_CHARS} characters"
+        ));
+    }
+    let tokens = tokenize(filter)?;
+    let mut conditions = Vec::new();
+    let mut rest = tokens.as_slice();
+    while !rest.is_empty() {
+        let [Token::Word(name), Token::Op(op), literal, tail @ ..] = rest else {
+            return Err("expected `Property operator 'value'`".to_owned());
+        };
+        let (canonical, property) = find_property(name)
+            .ok_or_else(|| format!("property {} does not exist", clip(name, 40)))?;
+        let literal_text = match literal {
+            Token::Quoted(text) | Token::Word(text) => text.as_str(),
+            Token::Op(_) => return Err(format!("{canonical} must be compared with a value")),
+        };
+        let literal = match property {
+            Property::RecordDate | Property::CreateDate => Literal::Time(
+                datetime::parse_timestamp(literal_text)
+                    .ok_or_else(|| format!("{canonical} must be compared with a date"))?,
+            ),
+            Property::UnitWeight => Literal::Milli(
+                super::catalogue::parse_milli(literal_text)
+                    .ok_or_else(|| format!("{canonical} must be compared with a number"))?,
+            ),
+            _ => Literal::Text(literal_text.to_lowercase()),
+        };
+        conditions.push(Condition {
+            property,
+            op: *op,
+            literal,
+        });
+        rest = match tail {
+            [] => tail,
+            [Token::Word(and), more @ ..]
+                if and.eq_ignore_ascii_case("AND") && !more.is_empty() =>
+            {
+                more
+            }
+            _ => return Err("conditions can only be joined with AND".to_owned()),
+        };
+    }
+    Ok(conditions)
+}
+
+const BOOKMARK_PREFIX: &str = "<B><P><p>";
+const BOOKMARK_SUFFIX: &str = "</p></P></B>";
+
+/// Mongoose bookmarks are small XML fragments naming the last key read.
+fn encode_bookmark(key: &str) -> String {
+    let escaped = key
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    format!("{BOOKMARK_PREFIX}{escaped}{BOOKMARK_SUFFIX}")
+}
+
+fn decode_bookmark(bookmark: &str) -> Option<String> {
+    let inner = bookmark
+        .strip_prefix(BOOKMARK_PREFIX)?
+        .strip_suffix(BOOKMARK_SUFFIX)?;
+    if inner.contains(['<', '>']) {
+        return None;
+    }
+    let mut key = String::with_capacity(inner.len());
+    let mut rest = inner;
+    while let Some(at) = rest.find('&') {
+        key.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let (entity, text) = [("&amp;", '&'), ("&lt;", '<'), ("&gt;", '>')]
+            .into_iter()
+            .find(|(entity, _)| rest.starts_with(entity))?;
+        key.push(text);
+        rest = &rest[entity.len()..];
+    }
+    key.push_str(rest);
+    Some(key)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LoadRequest {
+    properties: Vec<(&'static str, Property)>,
+    /// `None` is unlimited.
+    cap: Option<usize>,
+    /// Continue after this key (from a bookmark).
+    after: Option<String>,
+    filter: Vec<Condition>,
+}
+
+fn parse_request(params: &Params) -> Result<LoadRequest, String> {
+    let requested = params
+        .get("properties")
+        .ok_or("The properties parameter is required")?;
+    let mut properties: Vec<(&'static str, Property)> = Vec::new();
+    for name in requested
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    {
+        let wanted: Vec<(&'static str, Property)> = if name == "*" {
+            PROPERTIES.to_vec()
+        } else {
+            vec![find_property(name).ok_or_else(|| {
+                format!(
+                    "Property {} does not exist on IDO {IDO_NAME}",
+                    clip(name, 40)
+                )
+            })?]
+        };
+        for p in wanted {
+            if !properties.contains(&p) {
+                properties.push(p);
+            }
+        }
+    }
+    if properties.is_empty() {
+        return Err("The properties parameter names no property".to_owned());
+    }
+
+    let cap = match params.get("recordcap").map(str::trim) {
+        None | Some("") => Some(DEFAULT_RECORD_CAP),
+        Some(text) => match text.parse::<i64>() {
+            Ok(-1) => Some(DEFAULT_RECORD_CAP),
+            Ok(0) => None,
+            Ok(n) if n > 0 => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+            _ => return Err("recordCap must be -1 (default), 0 (unlimited) or positive".to_owned()),
+        },
+    };
+
+    let load_type = params.get("loadtype").unwrap_or("FIRST").trim();
+    let after = if load_type.eq_ignore_ascii_case("FIRST") || load_type.is_empty() {
+        None
+    } else if load_type.eq_ignore_ascii_case("NEXT") {
+        match params.get("bookmark") {
+            None | Some("") => None,
+            Some(bookmark) => Some(decode_bookmark(bookmark).ok_or("The bookmark is not valid")?),
+        }
+    } else if load_type.eq_ignore_ascii_case("PREV") || load_type.eq_ignore_ascii_case("LAST") {
+        return Err(format!(
+            "loadType {} is not supported by the simulator",
+            load_type.to_ascii_uppercase()
+        ));
+    } else {
+        return Err("loadType must be FIRST, NEXT, PREV or LAST".to_owned());
+    };
+
+    match params.get("orderby").map(str::trim) {
+        None | Some("") => {}
+        Some(order)
+            if order.eq_ignore_ascii_case("Item") || order.eq_ignore_ascii_case("Item ASC") => {}
+        Some(_) => return Err("The simulator can only order SLItems by Item".to_owned()),
+    }
+
+    let filter = match params.get("filter") {
+        None => Vec::new(),
+        Some(text) => parse_filter(text).map_err(|e| format!("Invalid filter: {e}"))?,
+    };
+
+    Ok(LoadRequest {
+        properties,
+        cap,
+        after,
+        filter,
+    })
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct IdoResponse {
+    success: bool,
+    message: Option<String>,
+    items: Option<Vec<Record>>,
+    bookmark: Option<String>,
+    more_rows_exist: bool,
+}
+
+impl IdoResponse {
+    fn failure(message: impl Into<String>) -> IdoResponse {
+        IdoResponse {
+            success: false,
+            message: Some(message.into()),
+            items: None,
+            bookmark: None,
+            more_rows_exist: false,
+        }
+    }
+}
+
+fn load(catalogue: &Catalogue, request: &LoadRequest) -> IdoResponse {
+    let candidates: Box<dyn Iterator<Item = &Item>> = match &request.after {
+        Some(key) => Box::new(catalogue.after_key(key)),
+        None => Box::new(catalogue.iter()),
+    };
+    let mut matching = candidates.filter(|item| request.filter.iter().all(|c| c.matches(item)));
+    let page: Vec<&Item> = matching
+        .by_ref()
+        .take(request.cap.unwrap_or(usize::MAX))
+        .collect();
+    let more_rows_exist = matching.next().is_some();
+    let items = page
+        .iter()
+        .map(|item| {
+            Record(
+                request
+                    .properties
+                    .iter()
+                    .map(|(name, property)| (*name, property.text(item)))
+                    .collect(),
+            )
+        })
+        .collect();
+    IdoResponse {
+        success: true,
+        message: None,
+        items: Some(items),
+        bookmark: page.last().map(|item| encode_bookmark(&item.itno)),
+        more_rows_exist,
+    }
+}
+
+/// `GET .../ido/load/{ido}?properties=..&recordCap=..&loadType=NEXT&bookmark=..`
+pub(crate) async fn load_collection(
+    State(state): State<Arc<SimState>>,
+    Path(ido): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Json<IdoResponse> {
+    let has_config = headers
+        .get(CONFIG_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| !v.trim().is_empty());
+    if !has_config {
+        return Json(IdoResponse::failure(
+            "The X-Infor-MongooseConfig header is required: it names the Mongoose configuration to use.",
+        ));
+    }
+    if !ido.eq_ignore_ascii_case(IDO_NAME) {
+        return Json(IdoResponse::failure(format!(
+            "IDO {} does not exist",
+            clip(&ido, 40)
+        )));
+    }
+    let request = Params::parse_case_insensitive(query.as_deref().unwrap_or("").as_bytes())
+        .map_err(|e| format!("Malformed query string: {e}"))
+        .and_then(|params| parse_request(&params));
+    match request {
+        Ok(request) => Json(load(&read(&state.catalogue), &request)),
+        Err(message) => Json(IdoResponse::failure(message)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(query: &str) -> Result<LoadRequest, String> {
+        parse_request(&Params::parse_case_insensitive(query.as_bytes()).unwrap())
+    }
+
+    fn keys(response: &IdoResponse) -> Vec<String> {
+        response
+            .items
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|r| r.get("Item").unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn record_cap_rules() {
+        assert_eq!(request("properties=Item").unwrap().cap, Some(200));
+        assert_eq!(
+            request("properties=Item&recordCap=-1").unwrap().cap,
+            Some(200)
+        );
+        assert_eq!(request("properties=Item&recordcap=0").unwrap().cap, None);
+        assert_eq!(request("properties=Item&RECORDCAP=7").unwrap().cap, Some(7));
+        for bad in ["-2", "x", "1.5", "99999999999999999999"] {
+            assert!(request(&format!("properties=Item&recordCap={bad}")).is_err());
+        }
+    }
+
+    #[test]
+    fn bookmark_paging_visits_every_item_once() {
+        let cat = Catalogue::generate(1001);
+        let mut seen = Vec::new();
+        let mut bookmark = String::new();
+        loop {
+            let query = format!(
+                "properties=Item&recordCap=100&loadType=NEXT&bookmark={}",
+                super::super::codec::form_encode(&bookmark)
+            );
+            let response = load(&cat, &request(&query).unwrap());
+            seen.extend(keys(&response));
+            if !response.more_rows_exist {
+                break;
+            }
+            bookmark = response.bookmark.unwrap();
+        }
+        let expected: Vec<String> = cat.iter().map(|i| i.itno.clone()).collect();
+        assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn exact_multiple_of_the_cap_ends_cleanly() {
+        let cat = Catalogue::generate(200);
+        let first = load(&cat, &request("properties=Item&recordCap=100").unwrap());
+        assert!(first.more_rows_exist);
+        let next = request(&format!(
+            "properties=Item&recordCap=100&loadType=NEXT&bookmark={}",
+            super::super::codec::form_encode(first.bookmark.as_deref().unwrap())
+        ))
+        .unwrap();
+        let second = load(&cat, &next);
+        assert_eq!(keys(&second).len(), 100);
+        assert!(!second.more_rows_exist);
+    }
+
+    #[test]
+    fn bookmarks_round_trip_and_reject_garbage() {
+        for key in ["ITM000001", "A&B<C>", "", "x&amp;y"] {
+            assert_eq!(decode_bookmark(&encode_bookmark(key)).as_deref(), Some(key));
+        }
+        for bad in [
+            "garbage",
+            "<B><P><p>x</p></P>",
+            "<B><P><p>a<b</p></P></B>",
+            "<B><P><p>&quot;</p></P></B>",
+        ] {
+            assert_eq!(decode_bookmark(bad), None, "{bad}");
+        }
+        assert!(request("properties=Item&loadType=NEXT&bookmark=garbage").is_err());
+        // FIRST ignores whatever bookmark is sent.
+        assert!(request("properties=Item&loadType=FIRST&bookmark=garbage").is_ok());
+    }
+
+    #[test]
+    fn filters() {
+        let cat = Catalogue::generate(500);
+        let cutoff = "2026-06-01";
+        let cutoff_ms = datetime::parse_timestamp(cutoff).unwrap();
+        let query = format!(
+            "properties=Item,RecordDate&recordCap=0&filter={}",
+            super::super::codec::form_encode(&format!("RecordDate > '{cutoff}'"))
+        );
+        let response = load(&cat, &request(&query).unwrap());
+        let expected: Vec<String> = cat
+            .iter()
+            .filter(|i| i.changed_ms > cutoff_ms)
+            .map(|i| i.itno.clone())
+            .collect();
+        assert!(!expected.is_empty() && expected.len() < 500);
+        assert_eq!(keys(&response), expected);
+        assert!(!response.more_rows_exist);
+
+        let conditions = parse_filter("item >= 'itm000010' and Item<'ITM000013'").unwrap();
+        let hits: Vec<_> = cat
+            .iter()
+            .filter(|i| conditions.iter().all(|c| c.matches(i)))
+            .map(|i| i.itno.as_str())
+            .collect();
+        assert_eq!(hits, ["ITM000010", "ITM000011", "ITM000012"]);
+        assert_eq!(
+            parse_filter("Description = 'it''s'").unwrap()[0].literal,
+            Literal::Text("it's".into())
+        );
+        assert!(parse_filter("UnitWeight > 1.5").is_ok());
+        assert!(parse_filter("   ").unwrap().is_empty());
+        for bad in [
+            "RecordDate > 'yesterday'",
+            "Nope = 'x'",
+            "Item = 'x' OR Item = 'y'",
+            "Item = 'x' AND",
+            "Item 'x'",
+            "Item = 'unterminated",
+            "Item = 'x'; DROP TABLE items",
+            "Item ! 'x'",
+            "(Item = 'x')",
+        ] {
+            assert!(parse_filter(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn properties_are_checked_and_canonicalised() {
+        let req = request("properties=item,%20description,*").unwrap();
+        assert_eq!(req.properties[0].0, "Item");
+        assert_eq!(req.properties[1].0, "Description");
+        assert_eq!(req.properties.len(), PROPERTIES.len());
+        assert!(request("properties=Item,Bogus").is_err());
+        assert!(request("recordCap=5").is_err());
+        assert!(request("properties=,").is_err());
+        assert!(request("properties=Item&loadType=PREV").is_err());
+        assert!(request("properties=Item&orderBy=Description").is_err());
+        assert!(request("properties=Item&orderBy=item%20asc").is_ok());
+    }
+
+    #[test]
+    fn values_look_like_mongoose() {
+        let cat = Catalogue::generate(3);
+        let item = cat.get("ITM000001").unwrap();
+        let weight = Property::UnitWeight.text(item);
+        assert_eq!(weight.split_once('.').unwrap().1.len(), 8);
+        assert!(Property::RecordDate.text(item).starts_with("2026-"));
+        assert_eq!(Property::Item.text(item), "ITM000001");
+    }
+}
