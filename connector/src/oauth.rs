@@ -143,6 +143,9 @@ pub struct TokenSet {
     pub token_type: String,
     /// Unix seconds.
     pub expires_at: u64,
+    /// Unix seconds; bounds the renewal margin of short-lived tokens.
+    #[serde(default)]
+    pub issued_at: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -151,8 +154,17 @@ pub struct TokenSet {
 }
 
 impl TokenSet {
+    /// Usable until `renew_before_secs` before expiry. A token that lives
+    /// shorter than twice that margin is renewed at half its life instead,
+    /// or it would never be reused at all.
     pub fn usable_at(&self, now: u64, renew_before_secs: u64) -> bool {
-        !self.access_token.is_empty() && now + renew_before_secs < self.expires_at
+        let lifetime = self.expires_at.saturating_sub(self.issued_at);
+        let margin = if self.issued_at > 0 {
+            renew_before_secs.min(lifetime / 2)
+        } else {
+            renew_before_secs
+        };
+        !self.access_token.is_empty() && now + margin < self.expires_at
     }
 
     /// Keeps the refresh token but marks the access token as spent, so that
@@ -288,6 +300,7 @@ pub fn parse_token_response(
         access_token,
         token_type,
         expires_at: now + expires_in,
+        issued_at: now,
         scope: response.scope,
         refresh_token,
         grant,
@@ -373,6 +386,20 @@ mod tests {
         assert!(set.usable_at(100, 300));
         assert!(!set.usable_at(7000, 300));
 
+        let short = br#"{"access_token":"at","expires_in":60}"#;
+        let set = parse_token_response(
+            &c,
+            200,
+            &[],
+            short,
+            Grant::BackendService,
+            &TokenGrant::ClientCredentials,
+            100,
+        )
+        .unwrap();
+        assert!(set.usable_at(129, 300), "a 60 s token is reused for 30 s");
+        assert!(!set.usable_at(130, 300));
+
         let previous = Secret::new("old-refresh");
         let no_rotation = br#"{"access_token":"at2","expires_in":10}"#;
         let set = parse_token_response(
@@ -432,6 +459,7 @@ mod tests {
             access_token: Secret::new("very-secret-access"),
             token_type: "Bearer".into(),
             expires_at: 1,
+            issued_at: 0,
             scope: None,
             refresh_token: Some(Secret::new("very-secret-refresh")),
             grant: Grant::BackendService,

@@ -155,10 +155,19 @@ impl ConfigError {
 impl PipelineConfig {
     /// Parses pipeline TOML; `file` names it in errors.
     pub fn parse(text: &str, file: &Path) -> Result<PipelineConfig, ConfigError> {
-        let config: PipelineConfig = toml::from_str(text).map_err(|e| ConfigError {
-            file: file.to_owned(),
-            position: e.span().map(|span| line_col(text, span.start)),
-            message: e.message().trim().to_owned(),
+        let config: PipelineConfig = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim().to_owned();
+            let start = e.span().map(|span| span.start);
+            ConfigError {
+                file: file.to_owned(),
+                position: start.map(|start| {
+                    line_col(
+                        text,
+                        unknown_key_offset(text, start, &message).unwrap_or(start),
+                    )
+                }),
+                message,
+            }
         })?;
         if config.sinks.is_empty() {
             return Err(ConfigError::new(
@@ -218,6 +227,23 @@ impl PipelineConfig {
         }
         Ok(())
     }
+}
+
+/// Inside tagged tables (`kind = ...`) the TOML parser can only point at the
+/// table; find the offending key itself so the position names its line.
+fn unknown_key_offset(text: &str, table_start: usize, message: &str) -> Option<usize> {
+    let key = message.strip_prefix("unknown field `")?.split('`').next()?;
+    let mut offset = table_start;
+    for line in text.get(table_start..)?.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if let Some(rest) = trimmed.strip_prefix(key)
+            && rest.trim_start().starts_with('=')
+        {
+            return Some(offset + (line.len() - trimmed.len()));
+        }
+        offset += line.len();
+    }
+    None
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {

@@ -10,7 +10,14 @@ use serde_json::Value;
 type Data = data::JustLut<Val>;
 
 pub struct JqFilter {
+    code: String,
     filter: compile::Filter<Native<Data>>,
+}
+
+impl std::fmt::Debug for JqFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JqFilter").field("code", &self.code).finish()
+    }
 }
 
 impl JqFilter {
@@ -38,7 +45,10 @@ impl JqFilter {
                     .collect();
                 format!("undefined in jq filter: {}", names.join(", "))
             })?;
-        Ok(JqFilter { filter })
+        Ok(JqFilter {
+            code: code.to_owned(),
+            filter,
+        })
     }
 
     /// Runs the filter on one record; every output is a record.

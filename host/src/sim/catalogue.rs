@@ -123,6 +123,7 @@ impl Catalogue {
         Catalogue { items }
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.items.len()
     }
@@ -132,14 +133,14 @@ impl Catalogue {
     }
 
     /// Items in key order from `start`, inclusive: M3's key positioning.
-    pub(crate) fn from_key<'a>(&'a self, start: &'a str) -> impl Iterator<Item = &'a Item> + 'a {
+    pub(crate) fn starting_at<'a>(&'a self, start: &'a str) -> impl Iterator<Item = &'a Item> + 'a {
         self.items
             .range::<str, _>((Bound::Included(start), Bound::Unbounded))
             .map(|(_, item)| item)
     }
 
     /// Items in key order after `key`, exclusive: a Mongoose bookmark.
-    pub(crate) fn after_key<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a Item> + 'a {
+    pub(crate) fn after<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a Item> + 'a {
         self.items
             .range::<str, _>((Bound::Excluded(key), Bound::Unbounded))
             .map(|(_, item)| item)
@@ -176,7 +177,7 @@ fn generated_item(n: usize, width: usize) -> Item {
     let application = pick(APPLICATIONS, r >> 24);
     let size = 10 * (1 + (r >> 32) % 150);
     // Some items have no long description, so `excludeempty` has something to do.
-    let fuds = if (r >> 40) % 9 == 0 {
+    let fuds = if (r >> 40).is_multiple_of(9) {
         String::new()
     } else {
         format!(
@@ -326,13 +327,16 @@ mod tests {
     #[test]
     fn key_ranges() {
         let cat = Catalogue::generate(5);
-        let from: Vec<_> = cat.from_key("ITM000003").map(|i| &i.itno[..]).collect();
+        let from: Vec<_> = cat.starting_at("ITM000003").map(|i| &i.itno[..]).collect();
         assert_eq!(from, ["ITM000003", "ITM000004", "ITM000005"]);
-        let after: Vec<_> = cat.after_key("ITM000003").map(|i| &i.itno[..]).collect();
+        let after: Vec<_> = cat.after("ITM000003").map(|i| &i.itno[..]).collect();
         assert_eq!(after, ["ITM000004", "ITM000005"]);
-        assert_eq!(cat.from_key("").count(), 5);
-        assert_eq!(cat.from_key("ITM0000025").next().unwrap().itno, "ITM000003");
-        assert_eq!(cat.from_key("ZZZ").count(), 0);
+        assert_eq!(cat.starting_at("").count(), 5);
+        assert_eq!(
+            cat.starting_at("ITM0000025").next().unwrap().itno,
+            "ITM000003"
+        );
+        assert_eq!(cat.starting_at("ZZZ").count(), 0);
     }
 
     #[test]

@@ -48,6 +48,7 @@ pub(crate) fn form_decode(raw: &[u8]) -> Result<String, DecodeError> {
 
 /// Encodes like the WHATWG urlencoded serializer (what RFC 6749 appendix B
 /// asks for): only ASCII alphanumerics and `*-._` pass through.
+#[cfg(test)]
 pub(crate) fn form_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len() * 3);
     for byte in text.bytes() {
@@ -167,7 +168,7 @@ pub(crate) fn base64_encode(bytes: &[u8]) -> String {
 /// Standard alphabet, padding required: the form RFC 7617 specifies.
 pub(crate) fn base64_decode(text: &str) -> Result<Vec<u8>, DecodeError> {
     let bytes = text.as_bytes();
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return Err(DecodeError::BadBase64);
     }
     let mut out = Vec::with_capacity(bytes.len() / 4 * 3);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
-use axum::extract::{Request, State};
+use axum::extract::{OriginalUri, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -114,7 +114,12 @@ pub(crate) async fn require_bearer(
     });
     match verdict {
         Ok(()) => {
-            state.counters.count_api_call(request.uri().path());
+            // Inside the tenant's nested router the URI has lost its prefix.
+            let path = match request.extensions().get::<OriginalUri>() {
+                Some(OriginalUri(original)) => original.path(),
+                None => request.uri().path(),
+            };
+            state.counters.count_api_call(path);
             next.run(request).await
         }
         Err(problem) => {

@@ -406,7 +406,7 @@ impl IdoResponse {
 
 fn load(catalogue: &Catalogue, request: &LoadRequest) -> IdoResponse {
     let candidates: Box<dyn Iterator<Item = &Item>> = match &request.after {
-        Some(key) => Box::new(catalogue.after_key(key)),
+        Some(key) => Box::new(catalogue.after(key)),
         None => Box::new(catalogue.iter()),
     };
     let mut matching = candidates.filter(|item| request.filter.iter().all(|c| c.matches(item)));

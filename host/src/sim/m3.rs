@@ -370,7 +370,7 @@ fn execute(
         Transaction::LstItmByItm => {
             let catalogue = read(catalogue);
             Ok(catalogue
-                .from_key(input("ITNO"))
+                .starting_at(input("ITNO"))
                 .take(options.max_records)
                 .map(|item| item_record(item, options))
                 .collect())

@@ -1,0 +1,97 @@
+//! The connector component loaded in-process by the host runtime, calling
+//! the simulator: token reuse, 401 recovery, describe with masked secrets.
+
+use std::sync::Arc;
+
+use ionflow::runtime::capabilities::MemoryTokenStore;
+use ionflow::runtime::{GatewayRequest, Method, Runtime, default_options};
+
+use crate::support::{file_secrets, simulator, workdir};
+
+fn users_me() -> GatewayRequest {
+    GatewayRequest {
+        method: Method::Get,
+        path: "ifsservice/usermgt/v2/users/me".into(),
+        query: vec![],
+        headers: vec![],
+        body: vec![],
+        timeout_ms: None,
+    }
+}
+
+fn runtime() -> Runtime {
+    Runtime::new(Arc::new(MemoryTokenStore::new()), None).unwrap()
+}
+
+#[tokio::test]
+async fn one_token_serves_many_calls_and_a_401_is_recovered_once() {
+    let sim = simulator(10).await;
+    let (_dir, ionapi) = workdir(&sim);
+    let runtime = runtime();
+    let conn = runtime
+        .open(
+            "sim",
+            &std::fs::read_to_string(&ionapi).unwrap(),
+            default_options(),
+        )
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        let response = conn.call(users_me()).await.unwrap();
+        assert_eq!(response.status, 200);
+    }
+    let counters = sim.counters();
+    assert_eq!(counters.token_requests.password, 1, "the token is cached");
+    assert_eq!(counters.unauthorized, 0);
+
+    // The gateway forgets every token: the next call sees a 401, renews the
+    // token (spending the refresh token) and succeeds on its one retry.
+    reqwest::Client::new()
+        .post(format!("{}/__sim/expire-tokens", sim.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let response = conn.call(users_me()).await.unwrap();
+    assert_eq!(response.status, 200);
+    let counters = sim.counters();
+    assert_eq!(counters.unauthorized, 1);
+    assert_eq!(
+        counters.token_requests.password + counters.token_requests.refresh_token,
+        2,
+        "exactly one renewal: {counters:?}"
+    );
+    assert_eq!(conn.stats().token_requests(), 2);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn describe_masks_every_secret() {
+    let sim = simulator(10).await;
+    let (_dir, ionapi) = workdir(&sim);
+    let conn = runtime()
+        .open(
+            "sim",
+            &std::fs::read_to_string(&ionapi).unwrap(),
+            default_options(),
+        )
+        .await
+        .unwrap();
+    let info = conn.info();
+    assert!(
+        info.token_url.ends_with("/as/token.oauth2"),
+        "{}",
+        info.token_url
+    );
+    assert!(!info.token_url.contains("//as"), "{}", info.token_url);
+    let described = format!("{info:?}");
+    for (i, secret) in file_secrets(&ionapi).iter().enumerate() {
+        assert!(
+            !described.contains(secret.as_str()),
+            "secret #{i} in describe()"
+        );
+    }
+    assert!(info.client_secret.starts_with("*****"));
+    sim.shutdown().await;
+}

@@ -1,0 +1,147 @@
+//! Shared helpers: run the binary, start a simulator, write files.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use ionflow::sim::{SimConfig, Simulator};
+
+/// The binary under test, with a cache folder shared by the whole test run
+/// (so the connector is compiled once) and no inherited log settings.
+pub fn ionflow() -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_ionflow"));
+    cmd.env(
+        "IONFLOW_CACHE_DIR",
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("ionflow-cache"),
+    )
+    .env_remove("IONFLOW_LOG")
+    .env_remove("RUST_LOG")
+    .kill_on_drop(true);
+    cmd
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn all_output(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+pub async fn run(cmd: &mut tokio::process::Command) -> Run {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().await.expect("ionflow could not be started");
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+pub async fn simulator(items: usize) -> Simulator {
+    Simulator::start(SimConfig {
+        items,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator starts")
+}
+
+/// A temporary folder holding the simulator's `.ionapi` file.
+pub fn workdir(sim: &Simulator) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let ionapi = dir.path().join("sim.ionapi");
+    sim.write_ionapi(&ionapi).unwrap();
+    (dir, ionapi)
+}
+
+/// A pipeline reading every M3 item into `out.jsonl`, next to `ionapi`.
+pub fn items_pipeline(dir: &Path, ionapi: &Path, page_size: u32) -> PathBuf {
+    let path = dir.join("items.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[connections.m3]
+ionapi_file = "{}"
+
+[source]
+kind = "m3_list"
+connection = "m3"
+program = "MMS200MI"
+transaction = "LstItmByItm"
+key_field = "ITNO"
+page_size = {page_size}
+
+[[transforms]]
+kind = "jq"
+filter = "{{item: .ITNO, description: .ITDS}}"
+
+[[sinks]]
+kind = "file"
+path = "out.jsonl"
+"#,
+            ionapi.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Every secret the simulator's `.ionapi` file holds.
+pub fn file_secrets(ionapi: &Path) -> Vec<String> {
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ionapi).unwrap()).unwrap();
+    ["cs", "saak", "sask"]
+        .iter()
+        .map(|k| json[k].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Every access and refresh token the simulator issued.
+pub async fn issued_tokens(sim: &Simulator) -> Vec<String> {
+    let body: serde_json::Value = reqwest::get(format!("{}/__sim/tokens", sim.base_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut tokens = Vec::new();
+    collect_strings(&body, &mut tokens);
+    assert!(!tokens.is_empty(), "the simulator lists no tokens: {body}");
+    tokens
+}
+
+fn collect_strings(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) if s.len() >= 16 => out.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|v| collect_strings(v, out)),
+        serde_json::Value::Object(o) => o.values().for_each(|v| collect_strings(v, out)),
+        _ => {}
+    }
+}
+
+/// Fails naming the secret's position, never printing the secret itself.
+pub fn assert_no_secret(haystack: &str, secrets: &[String], what: &str) {
+    for (i, secret) in secrets.iter().enumerate() {
+        assert!(
+            !haystack.contains(secret.as_str()),
+            "secret #{i} (length {}) appears in {what}",
+            secret.len()
+        );
+    }
+}
