@@ -297,12 +297,12 @@ path = "out/items.jsonl"
     fn unknown_keys_are_errors_with_positions() {
         let e = parse(&GOOD.replace("key_field", "key_feild")).unwrap_err();
         let text = e.to_string();
-        assert!(text.starts_with("p.toml:7:1: "), "{text}");
+        assert!(text.starts_with("p.toml:11:1: "), "{text}");
         assert!(text.contains("key_feild"), "{text}");
 
         let e = parse(&GOOD.replace("path = ", "paht = ")).unwrap_err();
         assert!(e.to_string().contains("paht"), "{e}");
-        assert_eq!(e.position.unwrap().0, 18, "{e}");
+        assert_eq!(e.position.unwrap().0, 19, "{e}");
     }
 
     #[test]

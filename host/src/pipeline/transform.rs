@@ -16,7 +16,9 @@ pub struct JqFilter {
 
 impl std::fmt::Debug for JqFilter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JqFilter").field("code", &self.code).finish()
+        f.debug_struct("JqFilter")
+            .field("code", &self.code)
+            .finish()
     }
 }
 

@@ -111,16 +111,22 @@ impl Item {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Catalogue {
     items: BTreeMap<String, Item>,
+    /// The newest `changed_ms` so far.
+    latest_change_ms: i64,
 }
 
 impl Catalogue {
     pub(crate) fn generate(count: usize) -> Catalogue {
         let width = count.to_string().len().max(6);
-        let items = (1..=count)
+        let items: BTreeMap<String, Item> = (1..=count)
             .map(|n| generated_item(n, width))
             .map(|item| (item.itno.clone(), item))
             .collect();
-        Catalogue { items }
+        let latest_change_ms = items.values().map(|i| i.changed_ms).max().unwrap_or(0);
+        Catalogue {
+            items,
+            latest_change_ms,
+        }
     }
 
     #[cfg(test)]
@@ -151,10 +157,16 @@ impl Catalogue {
     }
 
     /// Adds an item unless its number is taken; returns whether it was added.
-    pub(crate) fn insert(&mut self, item: Item) -> bool {
+    ///
+    /// The item's change time is pushed past every earlier one, so that an
+    /// incremental load (`RecordDate > last seen`) finds it even when the
+    /// host clock is behind the generated 2026 dates.
+    pub(crate) fn insert(&mut self, mut item: Item) -> bool {
         if self.items.contains_key(&item.itno) {
             return false;
         }
+        item.changed_ms = item.changed_ms.max(self.latest_change_ms + 1);
+        self.latest_change_ms = item.changed_ms;
         self.items.insert(item.itno.clone(), item);
         true
     }
@@ -345,8 +357,12 @@ mod tests {
         let mut item = cat.get("ITM000002").unwrap().clone();
         assert!(!cat.insert(item.clone()));
         item.itno = "A1".into();
+        item.changed_ms = 0;
+        let newest = cat.iter().map(|i| i.changed_ms).max().unwrap();
         assert!(cat.insert(item));
-        assert_eq!(cat.iter().next().unwrap().itno, "A1");
+        let added = cat.iter().next().unwrap();
+        assert_eq!(added.itno, "A1");
+        assert_eq!(added.changed_ms, newest + 1);
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub struct SimConfig {
     /// Port on 127.0.0.1 (0 picks a free one)
     #[arg(long, default_value_t = 0)]
     pub port: u16,
+    /// Tenant id: the `.ionapi` `ti` and first path segment of every URL
     #[arg(long, default_value = "ACME_TST")]
     pub tenant: String,
     /// Lifetime of issued access tokens

@@ -12,6 +12,8 @@ use super::{SimConfig, Simulator};
 
 const FORM: &str = "application/x-www-form-urlencoded";
 
+type Pairs<'a> = Vec<(&'a str, &'a str)>;
+
 struct Harness {
     sim: Simulator,
     http: reqwest::Client,
@@ -285,7 +287,8 @@ async fn token_endpoint_refuses_bad_requests() {
         "invalid_grant"
     );
 
-    let cases: Vec<(Vec<(&str, &str)>, bool, StatusCode, &str)> = vec![
+    // (form fields, authenticate with Basic, expected status, expected error)
+    let cases: Vec<(Pairs, bool, StatusCode, &str)> = vec![
         (
             vec![("grant_type", "client_credentials")],
             false,
