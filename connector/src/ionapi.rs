@@ -46,6 +46,8 @@ fn describe(field: &str) -> &'static str {
         "or" => "revocation endpoint path",
         "saak" => "service account access key",
         "sask" => "service account secret key",
+        "sc" => "scopes",
+        "ru" => "redirect URI",
         "v" => "file format version",
         _ => "unknown field",
     }
@@ -67,6 +69,8 @@ pub struct Credentials {
     pub version: Option<String>,
     /// Scopes (`sc`) when the file lists them.
     pub scopes: Option<String>,
+    /// The redirect URI registered for the app (`ru`), when the file has one.
+    pub redirect_uri: Option<String>,
     pub portal_origin: Origin,
     pub ion_api_origin: Origin,
 }
@@ -141,7 +145,8 @@ impl Credentials {
             revocation_path: fields.optional_path("or")?,
             service_account,
             version: fields.optional_any("v"),
-            scopes: fields.optional("sc")?,
+            scopes: fields.optional_scopes("sc")?,
+            redirect_uri: fields.optional("ru")?,
             portal_origin,
             ion_api_origin,
         })
@@ -267,6 +272,20 @@ impl Fields<'_> {
                 "is missing or empty; download the .ionapi file again from Infor OS > API Gateway > Authorized Apps",
             )
         })
+    }
+
+    /// Scopes appear as one space-separated string or as a list.
+    fn optional_scopes(&self, key: &'static str) -> Result<Option<String>, IonapiError> {
+        match self.0.get(key) {
+            Some(Value::Array(items)) => {
+                let scopes: Option<Vec<&str>> = items.iter().map(Value::as_str).collect();
+                let scopes = scopes.ok_or_else(|| {
+                    IonapiError::field(key, "must be a string or a list of strings")
+                })?;
+                Ok(Some(scopes.join(" ")).filter(|s| !s.is_empty()))
+            }
+            _ => self.optional(key),
+        }
     }
 
     /// `v` appears both as "1.0" and as a number in the wild.

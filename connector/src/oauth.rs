@@ -24,6 +24,8 @@ pub enum ClientAuth {
 pub enum Grant {
     BackendService,
     ClientCredentials,
+    AuthorizationCode,
+    SamlBearer,
 }
 
 impl Grant {
@@ -31,15 +33,26 @@ impl Grant {
         match self {
             Grant::BackendService => "backend-service",
             Grant::ClientCredentials => "client-credentials",
+            Grant::AuthorizationCode => "authorization-code",
+            Grant::SamlBearer => "saml-bearer",
         }
     }
 }
+
+pub const SAML2_BEARER: &str = "urn:ietf:params:oauth:grant-type:saml2-bearer";
 
 /// What a token request spends.
 pub enum TokenGrant<'a> {
     BackendService(&'a ServiceAccount),
     ClientCredentials,
     Refresh(&'a Secret),
+    AuthorizationCode {
+        code: &'a Secret,
+        verifier: &'a Secret,
+        redirect_uri: &'a str,
+    },
+    /// The raw assertion XML; encoded on the way out.
+    SamlBearer(&'a Secret),
 }
 
 impl TokenGrant<'_> {
@@ -48,8 +61,53 @@ impl TokenGrant<'_> {
             TokenGrant::BackendService(_) => "password",
             TokenGrant::ClientCredentials => "client_credentials",
             TokenGrant::Refresh(_) => "refresh_token",
+            TokenGrant::AuthorizationCode { .. } => "authorization_code",
+            TokenGrant::SamlBearer(_) => SAML2_BEARER,
         }
     }
+}
+
+/// Base64url without padding, as PKCE and the SAML bearer profile require.
+pub fn base64url(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The S256 code challenge of a PKCE verifier (RFC 7636 4.2).
+pub fn pkce_challenge(verifier: &Secret) -> String {
+    use sha2::Digest as _;
+    base64url(&sha2::Sha256::digest(verifier.expose().as_bytes()))
+}
+
+/// `{pu}{oa}` with the query of an authorization request.
+pub fn authorization_url(
+    creds: &Credentials,
+    response_type: &str,
+    redirect_uri: &str,
+    state: &str,
+    scope: Option<&str>,
+    code_challenge: Option<&str>,
+) -> Result<String, ConnectorError> {
+    let base = creds.authorization_url().ok_or_else(|| {
+        ConnectorError::InvalidCredentialsFile(
+            "field `oa` (authorization endpoint path) is missing; it is needed to log in a user: \
+             download the .ionapi file of a web or native authorized app"
+                .into(),
+        )
+    })?;
+    let mut query = vec![
+        ("response_type".to_string(), response_type.to_string()),
+        ("client_id".to_string(), creds.client_id.clone()),
+        ("redirect_uri".to_string(), redirect_uri.to_string()),
+        ("state".to_string(), state.to_string()),
+    ];
+    if let Some(scope) = scope.or(creds.scopes.as_deref()) {
+        query.push(("scope".into(), scope.into()));
+    }
+    if let Some(challenge) = code_challenge {
+        query.push(("code_challenge".into(), challenge.into()));
+        query.push(("code_challenge_method".into(), "S256".into()));
+    }
+    Ok(crate::url::with_query(base, &query))
 }
 
 /// A form POST ready for the transport. Deliberately not `Debug`: the body
@@ -110,6 +168,21 @@ pub fn token_request(creds: &Credentials, grant: &TokenGrant, client_auth: Clien
         }
         TokenGrant::ClientCredentials => {}
         TokenGrant::Refresh(token) => fields.push(("refresh_token", token.expose())),
+        TokenGrant::AuthorizationCode {
+            code,
+            verifier,
+            redirect_uri,
+        } => {
+            fields.push(("code", code.expose()));
+            fields.push(("redirect_uri", redirect_uri));
+            fields.push(("code_verifier", verifier.expose()));
+        }
+        TokenGrant::SamlBearer(_) => {}
+    }
+    let encoded;
+    if let TokenGrant::SamlBearer(assertion) = grant {
+        encoded = base64url(assertion.expose().as_bytes());
+        fields.push(("assertion", &encoded));
     }
     form_post(creds.token_url(), creds, client_auth, &fields)
 }
@@ -250,6 +323,14 @@ pub fn parse_token_response(
                 TokenGrant::ClientCredentials => format!(
                     "{detail}. The authorized app does not allow client_credentials; use the backend-service grant"
                 ),
+                TokenGrant::AuthorizationCode { .. } => format!(
+                    "{detail}. The authorization code was used already, expired, or was issued for another \
+                     redirect URI or PKCE verifier; log in again"
+                ),
+                TokenGrant::SamlBearer(_) => format!(
+                    "{detail}. The SAML assertion was refused: it may have expired (they live minutes) or \
+                     come from an identity provider the tenant does not trust; obtain a fresh assertion"
+                ),
             }),
             "invalid_client" | "unauthorized_client" => ConnectorError::InvalidClient(format!(
                 "{detail}. Check `ci` and `cs` in the .ionapi file; if the authorized app was changed or \
@@ -342,6 +423,50 @@ mod tests {
                 ("client_id".into(), "T~id+1".into()),
                 ("client_secret".into(), "cs/+=secret".into()),
             ]
+        );
+    }
+
+    #[test]
+    fn pkce_challenge_is_unpadded_base64url_of_sha256() {
+        // Expected value computed independently with Python's hashlib and base64.
+        let verifier = Secret::new("dBjftJeZ4CVP-mJ92K9iUqygVtU5v9Yc4vWkdMTdS8o");
+        assert_eq!(
+            pkce_challenge(&verifier),
+            "NZjtABdj_Sq6tUz8M9LCT_hZWeT_gUIH5V8lcQdAeMw"
+        );
+    }
+
+    #[test]
+    fn saml_assertion_is_base64url_encoded() {
+        let c = creds();
+        let assertion = Secret::new("<saml:Assertion>??>></saml:Assertion>");
+        let req = token_request(&c, &TokenGrant::SamlBearer(&assertion), ClientAuth::Form);
+        let fields = decode(&req.body);
+        assert_eq!(fields[0], ("grant_type".into(), SAML2_BEARER.into()));
+        let (_, encoded) = fields.iter().find(|(k, _)| k == "assertion").unwrap();
+        assert!(!encoded.contains(['+', '/', '=']), "{encoded}");
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(encoded)
+            .unwrap();
+        assert_eq!(raw, assertion.expose().as_bytes());
+    }
+
+    #[test]
+    fn authorization_urls_carry_pkce_and_state() {
+        let c = Credentials::parse(
+            r#"{"ti":"T","ci":"T~id","cs":"x","iu":"https://ion.example","pu":"https://sso.example/T/as/",
+                "ot":"token.oauth2","oa":"authorization.oauth2"}"#,
+        )
+        .unwrap();
+        let url =
+            authorization_url(&c, "code", "http://127.0.0.1:9/cb", "st", None, Some("ch")).unwrap();
+        assert_eq!(
+            url,
+            "https://sso.example/T/as/authorization.oauth2?response_type=code&client_id=T%7Eid&redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcb&state=st&code_challenge=ch&code_challenge_method=S256"
+        );
+        assert!(
+            authorization_url(&creds(), "code", "x", "s", None, None).is_err(),
+            "no oa field"
         );
     }
 

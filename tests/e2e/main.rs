@@ -3,6 +3,8 @@
 
 mod support;
 
+mod auth_grants;
+mod auth_lifecycle;
 mod connector_calls;
 mod credentials_file;
 mod demo;

@@ -145,3 +145,25 @@ pub fn assert_no_secret(haystack: &str, secrets: &[String], what: &str) {
         );
     }
 }
+
+pub async fn sim_post(sim: &Simulator, path: &str, body: serde_json::Value) {
+    reqwest::Client::new()
+        .post(format!("{}/__sim/{path}", sim.base_url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+}
+
+/// The `.ionapi` JSON with some keys removed or replaced.
+pub fn edit_ionapi(
+    ionapi: &Path,
+    edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+) {
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ionapi).unwrap()).unwrap();
+    edit(json.as_object_mut().unwrap());
+    std::fs::write(ionapi, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+}

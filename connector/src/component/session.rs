@@ -27,6 +27,23 @@ pub struct Session {
     store_key: String,
     /// The last token set seen, so that most calls touch neither the store nor the network.
     cached: RefCell<Option<TokenSet>>,
+    saml_assertion: Option<Secret>,
+    /// The authorization-code login in progress, if any.
+    pending_login: RefCell<Option<PendingLogin>>,
+}
+
+struct PendingLogin {
+    state: String,
+    verifier: Secret,
+    redirect_uri: String,
+}
+
+/// `bytes` of randomness from the host's WASI random source, base64url-encoded.
+fn random_string(bytes: usize) -> Result<String, ConnectorError> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf)
+        .map_err(|e| ConnectorError::Unsupported(format!("no random source available: {e}")))?;
+    Ok(oauth::base64url(&buf))
 }
 
 impl Session {
@@ -34,6 +51,17 @@ impl Session {
         let creds = Credentials::parse(ionapi_json)
             .map_err(|e| ConnectorError::InvalidCredentialsFile(e.message))?;
         let grant = match (options.grant, &creds.service_account) {
+            (Some(auth::Grant::AuthorizationCode), _) => Grant::AuthorizationCode,
+            (Some(auth::Grant::SamlBearer), _) => {
+                if options.saml_assertion.as_deref().is_none_or(str::is_empty) {
+                    return Err(ConnectorError::InvalidOptions(
+                        "the saml-bearer grant needs a SAML assertion; pass the assertion the \
+                         Ming.le portal issued for the signed-in user"
+                            .into(),
+                    ));
+                }
+                Grant::SamlBearer
+            }
             (None | Some(auth::Grant::BackendService), Some(_)) => Grant::BackendService,
             (Some(auth::Grant::ClientCredentials), _) => Grant::ClientCredentials,
             (None, None) => {
@@ -75,6 +103,8 @@ impl Session {
                 .unwrap_or(DEFAULT_MAX_PAYLOAD_BYTES),
             store_key,
             cached: RefCell::new(None),
+            saml_assertion: options.saml_assertion.clone().map(Secret::new),
+            pending_login: RefCell::new(None),
             creds,
         })
     }
@@ -152,6 +182,14 @@ impl Session {
         if let Some(refresh_token) = stored.and_then(|s| s.refresh_token.as_ref()) {
             match self.request_token(&TokenGrant::Refresh(refresh_token)) {
                 Ok(set) => return Ok(set),
+                Err(ConnectorError::InvalidGrant(detail))
+                    if self.grant == Grant::AuthorizationCode =>
+                {
+                    return Err(ConnectorError::InvalidGrant(format!(
+                        "{detail}. This connection was authorized by a user: log in again \
+                         (with ionflow: `ionflow login CONNECTION`)"
+                    )));
+                }
                 Err(ConnectorError::InvalidGrant(_)) => host::warn(&format!(
                     "the stored refresh token was refused (rotated, revoked or idle too long); \
                      starting a new {} grant",
@@ -168,6 +206,17 @@ impl Session {
                 self.request_token(&TokenGrant::BackendService(sa))
             }
             Grant::ClientCredentials => self.request_token(&TokenGrant::ClientCredentials),
+            Grant::SamlBearer => {
+                let assertion = self.saml_assertion.as_ref().ok_or_else(|| {
+                    ConnectorError::InvalidOptions("no SAML assertion was given".into())
+                })?;
+                self.request_token(&TokenGrant::SamlBearer(assertion))
+            }
+            Grant::AuthorizationCode => Err(ConnectorError::InvalidGrant(
+                "no refresh token is stored for this connection, which a user must authorize: \
+                 log in first (with ionflow: `ionflow login CONNECTION`)"
+                    .into(),
+            )),
         }
     }
 
@@ -331,6 +380,8 @@ fn wit_grant(grant: Grant) -> auth::Grant {
     match grant {
         Grant::BackendService => auth::Grant::BackendService,
         Grant::ClientCredentials => auth::Grant::ClientCredentials,
+        Grant::AuthorizationCode => auth::Grant::AuthorizationCode,
+        Grant::SamlBearer => auth::Grant::SamlBearer,
     }
 }
 
@@ -349,6 +400,11 @@ impl auth::GuestConnection for Session {
             grants.push(auth::Grant::BackendService);
         }
         grants.push(auth::Grant::ClientCredentials);
+        if c.authorization_path.is_some() {
+            grants.push(auth::Grant::AuthorizationCode);
+        }
+        // Whether the tenant trusts a Ming.le assertion is not in the file.
+        grants.push(auth::Grant::SamlBearer);
         auth::ConnectionInfo {
             tenant: c.tenant.clone(),
             application: c.application.clone(),
@@ -368,6 +424,7 @@ impl auth::GuestConnection for Session {
             grants,
             grant: wit_grant(self.grant),
             store_key: self.store_key.clone(),
+            redirect_uri: c.redirect_uri.clone(),
         }
     }
 
@@ -418,5 +475,78 @@ impl auth::GuestConnection for Session {
         }
         self.save(version, None)?;
         Ok(())
+    }
+
+    fn begin_authorization(
+        &self,
+        redirect_uri: String,
+        scope: Option<String>,
+    ) -> Result<auth::AuthorizationStart, types::Error> {
+        let verifier = Secret::new(random_string(32)?);
+        let state = random_string(16)?;
+        let url = oauth::authorization_url(
+            &self.creds,
+            "code",
+            &redirect_uri,
+            &state,
+            scope.as_deref(),
+            Some(&oauth::pkce_challenge(&verifier)),
+        )?;
+        *self.pending_login.borrow_mut() = Some(PendingLogin {
+            state: state.clone(),
+            verifier,
+            redirect_uri,
+        });
+        Ok(auth::AuthorizationStart { url, state })
+    }
+
+    fn complete_authorization(
+        &self,
+        code: String,
+        state: String,
+    ) -> Result<auth::TokenInfo, types::Error> {
+        let pending = self.pending_login.borrow_mut().take().ok_or_else(|| {
+            ConnectorError::InvalidOptions(
+                "no login is in progress on this connection; call begin-authorization first".into(),
+            )
+        })?;
+        if pending.state != state {
+            return Err(ConnectorError::InvalidGrant(
+                "the redirect's `state` does not match this login (a stale or forged redirect); \
+                 start the login again"
+                    .into(),
+            )
+            .into());
+        }
+        let code = Secret::new(code);
+        let _lease = self.lease()?;
+        let (_, version) = self.load()?;
+        let fresh = self.request_token(&TokenGrant::AuthorizationCode {
+            code: &code,
+            verifier: &pending.verifier,
+            redirect_uri: &pending.redirect_uri,
+        })?;
+        self.save(version, Some(&fresh))?;
+        Ok(self.token_info(&fresh, false))
+    }
+
+    fn implicit_authorization_url(
+        &self,
+        redirect_uri: String,
+        state: String,
+        scope: Option<String>,
+    ) -> Result<String, types::Error> {
+        host::warn(
+            "the implicit grant is deprecated: its tokens travel in the URL fragment and cannot be \
+             refreshed; prefer the authorization-code grant with PKCE",
+        );
+        Ok(oauth::authorization_url(
+            &self.creds,
+            "token",
+            &redirect_uri,
+            &state,
+            scope.as_deref(),
+            None,
+        )?)
     }
 }

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use crate::pipeline::ConfigError;
+use crate::pipeline::{ConfigError, Interrupted};
 use crate::runtime::{ConnectorError, ErrorKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +19,8 @@ pub enum Exit {
     RecordsFailed = 4,
     /// The gateway or network was unavailable (timeouts, 429, 504, connection errors).
     Unavailable = 5,
+    /// Stopped by SIGINT or SIGTERM; tokens were revoked where configured.
+    Interrupted = 130,
 }
 
 impl From<Exit> for ExitCode {
@@ -31,6 +33,9 @@ impl Exit {
     /// Picks the exit code from the first typed error in the chain.
     pub fn classify(error: &anyhow::Error) -> Exit {
         for cause in error.chain() {
+            if cause.is::<Interrupted>() {
+                return Exit::Interrupted;
+            }
             if cause.is::<ConfigError>() {
                 return Exit::Config;
             }

@@ -1,5 +1,6 @@
 //! The `ionflow` command line.
 
+mod auth;
 mod connection;
 mod demo;
 mod exit;
@@ -17,7 +18,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 pub use exit::Exit;
 
 use crate::runtime::Runtime;
-use crate::runtime::capabilities::MemoryTokenStore;
+use crate::runtime::capabilities::FileTokenStore;
+use anyhow::Context as _;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -63,6 +65,17 @@ enum Command {
     /// Show the user a connection authenticates as (ifsservice users/me)
     #[command(after_help = "Example:\n  ionflow whoami secrets/acme-test.ionapi")]
     Whoami(connection::ConnectionArgs),
+    /// Log a user in (authorization code + PKCE, loopback redirect) and keep the refresh token
+    #[command(after_help = "Example:\n  ionflow login secrets/acme-web.ionapi --port 8765")]
+    Login(auth::LoginArgs),
+    /// Revoke a connection's refresh token and forget its tokens
+    #[command(after_help = "Example:\n  ionflow logout secrets/acme-web.ionapi")]
+    Logout(auth::StoredGrantArgs),
+    /// Spend and rotate the stored refresh token now, so it never reaches the idle cut-off
+    #[command(
+        after_help = "Example (cron, weekly):\n  0 6 * * 1  ionflow keepalive /secrets/acme-web.ionapi"
+    )]
+    Keepalive(auth::StoredGrantArgs),
 }
 
 /// Parses the command line, runs the command and turns its outcome into an
@@ -84,6 +97,9 @@ pub fn main() -> ExitCode {
             Command::Validate(args) => run::validate(args).await,
             Command::Sim(args) => sim::sim(args).await,
             Command::Whoami(args) => connection::whoami(args).await,
+            Command::Login(args) => auth::login(args, cli.quiet).await,
+            Command::Logout(args) => auth::logout(args).await,
+            Command::Keepalive(args) => auth::keepalive(args).await,
         }
     });
     match outcome {
@@ -135,9 +151,28 @@ pub fn cache_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/ionflow"))
 }
 
-/// One runtime per process, with tokens kept in memory for the run.
+/// Where ionflow keeps state between runs: tokens (and later pipeline state).
+pub fn state_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("IONFLOW_STATE_DIR") {
+        return Ok(dir.into());
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
+        return Ok(PathBuf::from(dir).join("ionflow"));
+    }
+    std::env::var_os("HOME")
+        .map(|home| PathBuf::from(home).join(".local/state/ionflow"))
+        .ok_or_else(|| {
+            anyhow::anyhow!("set IONFLOW_STATE_DIR (or HOME) to a folder for ionflow's state")
+        })
+}
+
+/// One runtime per process. Tokens live in the file token store under the
+/// state folder, shared with every other ionflow process of this user.
 pub fn new_runtime() -> anyhow::Result<Runtime> {
-    Runtime::new(Arc::new(MemoryTokenStore::new()), cache_dir().as_deref())
+    let dir = state_dir()?.join("tokens");
+    let store = FileTokenStore::open(&dir)
+        .with_context(|| format!("could not open the token store in {}", dir.display()))?;
+    Runtime::new(Arc::new(store), cache_dir().as_deref())
 }
 
 /// `KEY=VALUE` pairs from `--var`.
@@ -155,4 +190,33 @@ pub fn parse_vars(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> 
 /// Progress bars only on an interactive terminal.
 pub fn interactive(quiet: bool) -> bool {
     !quiet && std::io::stderr().is_terminal()
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed when
+/// this is called, not when the future is first polled, so a signal that
+/// arrives while a run is starting is not lost to the default action.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut interrupt), Ok(mut terminate)) => {
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
+                }
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -24,7 +24,11 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Exit> {
     let pipeline = Pipeline::load(&args.pipeline, vars)?;
     let runtime = new_runtime()?;
     let summary = pipeline
-        .run(&runtime, interactive(quiet) && !args.json)
+        .run_until(
+            &runtime,
+            interactive(quiet) && !args.json,
+            super::shutdown_signal(),
+        )
         .await?;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);

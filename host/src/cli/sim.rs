@@ -25,22 +25,7 @@ pub async fn sim(args: SimArgs) -> anyhow::Result<Exit> {
         "counters: {}/__sim/counters; stop with Ctrl-C",
         sim.base_url()
     );
-    wait_for_shutdown().await;
+    super::shutdown_signal().await;
     sim.shutdown().await;
     Ok(Exit::Success)
-}
-
-async fn wait_for_shutdown() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -38,6 +38,20 @@ pub struct ConnectionConfig {
     pub client_auth: Option<ClientAuthName>,
     /// Per-request timeout; default 60, at most 300 (the gateway's ceiling).
     pub timeout_secs: Option<u32>,
+    /// For `grant = "saml_bearer"`: a file holding the SAML assertion (XML).
+    pub saml_assertion_file: Option<String>,
+    /// For `grant = "saml_bearer"`: an environment variable holding it.
+    pub saml_assertion_env: Option<String>,
+    /// Revoke the refresh token when the run ends. Default true, except for
+    /// `authorization_code`, whose grant a user gave once and must survive runs.
+    pub revoke_on_exit: Option<bool>,
+}
+
+impl ConnectionConfig {
+    pub fn revokes_on_exit(&self) -> bool {
+        self.revoke_on_exit
+            .unwrap_or(self.grant != Some(GrantName::AuthorizationCode))
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -45,6 +59,8 @@ pub struct ConnectionConfig {
 pub enum GrantName {
     BackendService,
     ClientCredentials,
+    AuthorizationCode,
+    SamlBearer,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -215,6 +231,28 @@ impl PipelineConfig {
                     ));
                 }
                 _ => {}
+            }
+            let saml_sources =
+                conn.saml_assertion_file.is_some() as u8 + conn.saml_assertion_env.is_some() as u8;
+            match (conn.grant == Some(GrantName::SamlBearer), saml_sources) {
+                (true, 1) | (false, 0) => {}
+                (true, _) => {
+                    return Err(ConfigError::new(
+                        file,
+                        format!(
+                            "connections.{name}: grant = \"saml_bearer\" needs exactly one of \
+                             saml_assertion_file or saml_assertion_env"
+                        ),
+                    ));
+                }
+                (false, _) => {
+                    return Err(ConfigError::new(
+                        file,
+                        format!(
+                            "connections.{name}: saml_assertion_* is only used with grant = \"saml_bearer\""
+                        ),
+                    ));
+                }
             }
             if conn.timeout_secs.is_some_and(|t| t == 0 || t > 300) {
                 return Err(ConfigError::new(

@@ -28,6 +28,13 @@ use config::{ClientAuthName, GrantName, TransformConfig};
 use sink::Sink;
 use source::Source;
 
+/// The run was stopped by a signal before it finished.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "interrupted: the run was stopped before it finished; records written so far are in the sinks' .partial files"
+)]
+pub struct Interrupted;
+
 /// A validated pipeline: parsed, references checked, jq compiled.
 pub struct Pipeline {
     pub name: String,
@@ -88,10 +95,13 @@ impl Pipeline {
         let mut open = BTreeMap::new();
         for (name, conn) in &self.config.connections {
             let (json, origin) = self.ionapi_json(name, conn)?;
+            let saml_assertion = self.saml_assertion(name, conn)?;
             let options = ConnectionOptions {
                 grant: conn.grant.map(|g| match g {
                     GrantName::BackendService => Grant::BackendService,
                     GrantName::ClientCredentials => Grant::ClientCredentials,
+                    GrantName::AuthorizationCode => Grant::AuthorizationCode,
+                    GrantName::SamlBearer => Grant::SamlBearer,
                 }),
                 client_auth: conn.client_auth.map(|c| match c {
                     ClientAuthName::Form => ClientAuth::Form,
@@ -100,6 +110,7 @@ impl Pipeline {
                 renew_before_secs: None,
                 request_timeout_ms: conn.timeout_secs.map(|s| s * 1000),
                 max_payload_bytes: None,
+                saml_assertion,
             };
             let connection = runtime
                 .open(name, &json, options)
@@ -108,6 +119,36 @@ impl Pipeline {
             open.insert(name.clone(), Arc::new(connection));
         }
         Ok(open)
+    }
+
+    /// The assertion is read from its file or variable at open, never from the pipeline.
+    fn saml_assertion(
+        &self,
+        name: &str,
+        conn: &config::ConnectionConfig,
+    ) -> Result<Option<String>, ConfigError> {
+        let in_file = |message: String| ConfigError::new(&self.file, message);
+        if let Some(var) = &conn.saml_assertion_env {
+            return std::env::var(var).map(Some).map_err(|_| {
+                in_file(format!(
+                    "connections.{name}.saml_assertion_env: environment variable {var} is not set"
+                ))
+            });
+        }
+        let Some(raw) = &conn.saml_assertion_file else {
+            return Ok(None);
+        };
+        let path = self
+            .vars
+            .expand(raw)
+            .map_err(|e| in_file(format!("connections.{name}.saml_assertion_file: {e}")))?;
+        let path = self.base_dir.join(path);
+        std::fs::read_to_string(&path).map(Some).map_err(|e| {
+            in_file(format!(
+                "connections.{name}.saml_assertion_file: cannot read {}: {e}",
+                path.display()
+            ))
+        })
     }
 
     fn ionapi_json(
@@ -141,11 +182,66 @@ impl Pipeline {
         Ok((json, path.display().to_string()))
     }
 
-    /// Runs the pipeline once.
+    /// Runs the pipeline once, then revokes the refresh tokens of the
+    /// connections configured to (the default), whether the run succeeded or not.
     pub async fn run(&self, runtime: &Runtime, show_progress: bool) -> anyhow::Result<Summary> {
-        let started = Instant::now();
+        self.run_until(runtime, show_progress, std::future::pending())
+            .await
+    }
+
+    /// Like `run`, but stops when `stop` resolves (a signal): records already
+    /// written stay in the sinks' `.partial` files, and tokens are revoked.
+    pub async fn run_until(
+        &self,
+        runtime: &Runtime,
+        show_progress: bool,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<Summary> {
         let connections = self.open_connections(runtime).await?;
-        let mut source = Source::new(&self.config.source, &connections, &self.vars)?;
+        // A guest call cancelled midway would leave its instance unusable,
+        // and the revocation below needs it: so a signal only raises a flag,
+        // and the run stops at the next page boundary.
+        let stopping = std::sync::atomic::AtomicBool::new(false);
+        let run = self.run_with(&connections, show_progress, &stopping);
+        tokio::pin!(run, stop);
+        let outcome = tokio::select! {
+            outcome = &mut run => outcome,
+            () = &mut stop => {
+                stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+                run.await
+            }
+        };
+        self.revoke(&connections).await;
+        let mut summary = outcome?;
+        for connection in connections.values() {
+            summary.api_calls += connection.stats().requests();
+            summary.token_requests += connection.stats().token_requests();
+        }
+        Ok(summary)
+    }
+
+    /// Ends the grants of the connections that do not keep theirs, so that
+    /// no orphan refresh token outlives the run. A failure here is logged,
+    /// not fatal: the data has already moved.
+    pub async fn revoke(&self, connections: &BTreeMap<String, Arc<Connection>>) {
+        for (name, connection) in connections {
+            if !self.config.connections[name].revokes_on_exit() {
+                continue;
+            }
+            if let Err(e) = connection.revoke().await {
+                tracing::warn!(connection = %name, "could not revoke the refresh token: {e}");
+            }
+        }
+    }
+
+    async fn run_with(
+        &self,
+        connections: &BTreeMap<String, Arc<Connection>>,
+        show_progress: bool,
+        stopping: &std::sync::atomic::AtomicBool,
+    ) -> anyhow::Result<Summary> {
+        let started = Instant::now();
+        let mut source = Source::new(&self.config.source, connections, &self.vars)?;
         let mut sinks = self
             .config
             .sinks
@@ -196,6 +292,11 @@ impl Pipeline {
                 summary.records_in, summary.records_out
             ));
             progress.tick();
+            // Checked after the page is written: what was fetched is kept.
+            if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                progress.finish_and_clear();
+                return Err(Interrupted.into());
+            }
         }
         for sink in sinks {
             if let Some(path) = sink.finish().await? {
@@ -203,10 +304,6 @@ impl Pipeline {
             }
         }
         progress.finish_and_clear();
-        for connection in connections.values() {
-            summary.api_calls += connection.stats().requests();
-            summary.token_requests += connection.stats().token_requests();
-        }
         summary.duration_ms = started.elapsed().as_millis() as u64;
         Ok(summary)
     }

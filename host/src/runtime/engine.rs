@@ -84,6 +84,18 @@ impl Runtime {
         ionapi_json: &str,
         options: ConnectionOptions,
     ) -> Result<Connection, ConnectorError> {
+        self.open_pool(name, ionapi_json, options, 1).await
+    }
+
+    /// Opens a connection served by `instances` connector instances, for
+    /// calls in parallel. They share tokens through the token store.
+    pub async fn open_pool(
+        &self,
+        name: &str,
+        ionapi_json: &str,
+        options: ConnectionOptions,
+        instances: usize,
+    ) -> Result<Connection, ConnectorError> {
         Connection::open(
             self.pre.clone(),
             &self.engine,
@@ -93,6 +105,7 @@ impl Runtime {
             name,
             ionapi_json,
             options,
+            instances,
         )
         .await
     }

@@ -8,7 +8,7 @@ mod engine;
 mod error;
 
 pub use bindings::exports::ionflow::gateway::auth::{
-    ClientAuth, ConnectionInfo, Grant, Options as ConnectionOptions, TokenInfo,
+    AuthorizationStart, ClientAuth, ConnectionInfo, Grant, Options as ConnectionOptions, TokenInfo,
 };
 pub use bindings::exports::ionflow::gateway::gateway::{
     Request as GatewayRequest, Response as GatewayResponse,
@@ -26,5 +26,6 @@ pub fn default_options() -> ConnectionOptions {
         renew_before_secs: None,
         request_timeout_ms: None,
         max_payload_bytes: None,
+        saml_assertion: None,
     }
 }

@@ -48,7 +48,6 @@ pub(crate) fn form_decode(raw: &[u8]) -> Result<String, DecodeError> {
 
 /// Encodes like the WHATWG urlencoded serializer (what RFC 6749 appendix B
 /// asks for): only ASCII alphanumerics and `*-._` pass through.
-#[cfg(test)]
 pub(crate) fn form_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len() * 3);
     for byte in text.bytes() {

@@ -25,6 +25,8 @@ pub(crate) fn router() -> Router<Arc<SimState>> {
         .route("/expire-tokens", post(expire_tokens))
         .route("/messages", get(messages))
         .route("/reset-counters", post(reset_counters))
+        .route("/reject-tokens", post(reject_tokens))
+        .route("/saml-assertion", get(super::login::issue_assertion))
         .route_layer(middleware::from_fn(loopback_only))
 }
 
@@ -65,4 +67,23 @@ async fn messages(State(state): State<Arc<SimState>>) -> Json<Vec<ReceivedMessag
 async fn reset_counters(State(state): State<Arc<SimState>>) -> StatusCode {
     state.counters.reset();
     StatusCode::NO_CONTENT
+}
+
+/// `POST /__sim/reject-tokens` with `{"enabled": bool}`: while enabled, every
+/// business call gets 401 as if the gateway distrusted the token issuer.
+async fn reject_tokens(
+    State(state): State<Arc<SimState>>,
+    Json(body): Json<serde_json::Value>,
+) -> Response {
+    let Some(enabled) = body.get("enabled").and_then(serde_json::Value::as_bool) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": "send {\"enabled\": true|false}" })),
+        )
+            .into_response();
+    };
+    state
+        .reject_tokens
+        .store(enabled, std::sync::atomic::Ordering::SeqCst);
+    Json(json!({ "reject_tokens": enabled })).into_response()
 }

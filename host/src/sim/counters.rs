@@ -20,6 +20,10 @@ pub struct TokenRequestCounts {
     pub password: u64,
     pub client_credentials: u64,
     pub refresh_token: u64,
+    pub authorization_code: u64,
+    pub saml_bearer: u64,
+    /// Tokens handed out by the authorization endpoint (`response_type=token`).
+    pub implicit: u64,
 }
 
 /// A snapshot of the simulator's counters (`GET /__sim/counters`).
@@ -68,6 +72,8 @@ impl CounterStore {
             "password" => c.token_requests.password += 1,
             "client_credentials" => c.token_requests.client_credentials += 1,
             "refresh_token" => c.token_requests.refresh_token += 1,
+            "authorization_code" => c.token_requests.authorization_code += 1,
+            "urn:ietf:params:oauth:grant-type:saml2-bearer" => c.token_requests.saml_bearer += 1,
             _ => {}
         });
     }

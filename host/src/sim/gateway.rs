@@ -109,6 +109,12 @@ pub(crate) async fn require_bearer(
     next: Next,
 ) -> Response {
     let verdict = bearer_token(request.headers()).and_then(|token| {
+        if state
+            .reject_tokens
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err("The token issuer is not trusted by this gateway (simulated fault)");
+        }
         let status = lock(&state.tokens).check_access(token, Instant::now());
         status.problem().map_or(Ok(()), Err)
     });

@@ -17,6 +17,7 @@ mod entropy;
 mod gateway;
 mod ido;
 mod ion;
+mod login;
 mod m3;
 mod oauth;
 mod users;
@@ -112,6 +113,9 @@ pub(crate) struct SimState {
     counters: CounterStore,
     catalogue: RwLock<Catalogue>,
     messages: Mutex<MessageLog>,
+    logins: Mutex<login::LoginRegistry>,
+    /// Fault: answer every business call with 401, however good the token.
+    reject_tokens: std::sync::atomic::AtomicBool,
 }
 
 impl SimState {
@@ -128,6 +132,8 @@ impl SimState {
             counters: CounterStore::default(),
             catalogue: RwLock::new(Catalogue::generate(config.items)),
             messages: Mutex::new(MessageLog::default()),
+            logins: Mutex::new(login::LoginRegistry::default()),
+            reject_tokens: std::sync::atomic::AtomicBool::new(false),
             port,
             config,
         }
@@ -170,6 +176,7 @@ pub(crate) fn write<T>(rwlock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 fn router(state: Arc<SimState>) -> Router {
     let auth = Router::new()
         .route("/as/token.oauth2", post(oauth::token))
+        .route("/as/authorization.oauth2", get(login::authorize))
         .route("/as/revoke_token.oauth2", post(oauth::revoke))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -505,6 +505,34 @@ fn refresh_grant(state: &SimState, params: &Params, now: Instant) -> Result<Issu
     })
 }
 
+const SAML2_BEARER: &str = "urn:ietf:params:oauth:grant-type:saml2-bearer";
+
+/// `grant_type=authorization_code` with PKCE: the code is single-use.
+fn authorization_code_grant(
+    state: &SimState,
+    params: &Params,
+    now: Instant,
+) -> Result<Issued, OAuthError> {
+    let code = required(params, "code")?;
+    let redirect_uri = required(params, "redirect_uri")?;
+    let verifier = required(params, "code_verifier")?;
+    let scope = super::login::redeem_code(state, code, redirect_uri, verifier, now)
+        .map_err(OAuthError::invalid_grant)?;
+    Ok(lock(&state.tokens).issue(scope, true, now))
+}
+
+/// `grant_type=urn:ietf:params:oauth:grant-type:saml2-bearer` (RFC 7522).
+fn saml_bearer_grant(
+    state: &SimState,
+    params: &Params,
+    now: Instant,
+) -> Result<Issued, OAuthError> {
+    let assertion = required(params, "assertion")?;
+    super::login::check_assertion(state, assertion, now).map_err(OAuthError::invalid_grant)?;
+    let scope = requested_scope(params)?;
+    Ok(lock(&state.tokens).issue(scope, false, now))
+}
+
 fn handle_token_request(
     state: &SimState,
     headers: &HeaderMap,
@@ -520,9 +548,8 @@ fn handle_token_request(
         "password" => password_grant(state, &params, now),
         "client_credentials" => client_credentials_grant(state, &params, now),
         "refresh_token" => refresh_grant(state, &params, now),
-        // `authorization_code` (which needs the `oa` endpoint and registered
-        // redirect URIs) and `urn:ietf:params:oauth:grant-type:saml2-bearer`
-        // (which needs an assertion issuer) belong here as their own functions.
+        "authorization_code" => authorization_code_grant(state, &params, now),
+        SAML2_BEARER => saml_bearer_grant(state, &params, now),
         _ => Err(OAuthError::new(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",

@@ -13,7 +13,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::ionflow::gateway::{self as wit};
 use super::connection::ConnectionStats;
-pub use token_store::{MemoryTokenStore, TokenStore};
+pub use token_store::{FileTokenStore, MemoryTokenStore, TokenStore};
 pub use transport::HttpTransport;
 
 /// Everything one connector instance may touch.

@@ -1,5 +1,4 @@
-//! The `token-store` capability: compare-and-swap entries plus a lease per
-//! key, shared by every connector instance of this process.
+//! Tokens in memory, for the life of the process.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -8,26 +7,7 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use tokio::sync::Notify;
 
-use super::super::bindings::ionflow::gateway::token_store::{Entry, StoreError};
-
-/// Where tokens live. Implementations must make `save` atomic with respect to
-/// `expected_version`, and `lock` exclusive across everyone sharing the store.
-pub trait TokenStore: Send + Sync + 'static {
-    fn load<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>, StoreError>>;
-    fn save<'a>(
-        &'a self,
-        key: &'a str,
-        expected_version: u64,
-        value: Option<String>,
-    ) -> BoxFuture<'a, Result<u64, StoreError>>;
-    fn lock<'a>(
-        &'a self,
-        key: &'a str,
-        ttl_ms: u32,
-        timeout_ms: u32,
-    ) -> BoxFuture<'a, Result<u64, StoreError>>;
-    fn unlock<'a>(&'a self, key: &'a str, lease: u64) -> BoxFuture<'a, ()>;
-}
+use super::{Entry, StoreError, TokenStore};
 
 /// Tokens kept for the life of the process.
 #[derive(Default)]

@@ -1,0 +1,190 @@
+//! `ionflow login`, `logout` and `keepalive`: the life of a stored grant.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::extract::{Query, State};
+use axum::response::Html;
+use clap::{Args, ValueEnum};
+use tokio::sync::mpsc;
+
+use super::{Exit, new_runtime};
+use crate::runtime::{Connection, Grant, Runtime, default_options};
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Path to the .ionapi file of a web or native authorized app
+    ionapi: PathBuf,
+    /// Loopback port for the redirect (0 picks a free one); must match the
+    /// redirect URI registered on the authorized app if it names a port
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Scopes to ask for (space-separated); the file's `sc` by default
+    #[arg(long)]
+    scope: Option<String>,
+    /// How long to wait for the browser to come back
+    #[arg(long, default_value_t = 300)]
+    timeout_secs: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct StoredGrantArgs {
+    /// Path to the .ionapi file
+    ionapi: PathBuf,
+    /// The grant whose tokens to act on; by default backend-service when the
+    /// file has saak/sask, else authorization-code
+    #[arg(long, value_enum)]
+    grant: Option<GrantArg>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum GrantArg {
+    BackendService,
+    ClientCredentials,
+    AuthorizationCode,
+}
+
+async fn open(runtime: &Runtime, ionapi: &PathBuf, grant: Grant) -> anyhow::Result<Connection> {
+    let json = std::fs::read_to_string(ionapi)
+        .with_context(|| format!("cannot read {}", ionapi.display()))?;
+    let label = ionapi.display().to_string();
+    let options = crate::runtime::ConnectionOptions {
+        grant: Some(grant),
+        ..default_options()
+    };
+    runtime
+        .open(&label, &json, options)
+        .await
+        .with_context(|| label.clone())
+}
+
+fn stored_grant(args: &StoredGrantArgs) -> anyhow::Result<Grant> {
+    Ok(match args.grant {
+        Some(GrantArg::BackendService) => Grant::BackendService,
+        Some(GrantArg::ClientCredentials) => Grant::ClientCredentials,
+        Some(GrantArg::AuthorizationCode) => Grant::AuthorizationCode,
+        None => {
+            let json: serde_json::Value = std::fs::read_to_string(&args.ionapi)
+                .ok()
+                .and_then(|text| serde_json::from_str(&text).ok())
+                .unwrap_or_default();
+            if json.get("saak").is_some() && json.get("sask").is_some() {
+                Grant::BackendService
+            } else {
+                Grant::AuthorizationCode
+            }
+        }
+    })
+}
+
+/// What the browser brings back to the loopback redirect.
+#[derive(Debug, serde::Deserialize)]
+struct Redirect {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+pub async fn login(args: LoginArgs, quiet: bool) -> anyhow::Result<Exit> {
+    let runtime = new_runtime()?;
+    let connection = open(&runtime, &args.ionapi, Grant::AuthorizationCode).await?;
+    // RFC 8252: a loopback redirect on a port of our choosing.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
+        .await
+        .with_context(|| format!("could not listen on 127.0.0.1:{}", args.port))?;
+    let redirect_uri = format!(
+        "http://127.0.0.1:{}/callback",
+        listener.local_addr()?.port()
+    );
+    let start = connection
+        .begin_authorization(redirect_uri, args.scope.clone())
+        .await?;
+
+    let (sender, mut received) = mpsc::channel::<Redirect>(1);
+    let app = axum::Router::new()
+        .route("/callback", axum::routing::get(callback))
+        .with_state(sender);
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    eprintln!(
+        "Open this URL in a browser and log in:\n\n  {}\n",
+        start.url
+    );
+    if !quiet {
+        eprintln!(
+            "Waiting for the redirect (up to {} s)...",
+            args.timeout_secs
+        );
+    }
+    let redirect = tokio::time::timeout(Duration::from_secs(args.timeout_secs), received.recv())
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "no redirect arrived within {} s; run ionflow login again",
+                args.timeout_secs
+            )
+        })?
+        .ok_or_else(|| anyhow::anyhow!("the redirect listener stopped"))?;
+    server.abort();
+
+    if let Some(error) = redirect.error {
+        anyhow::bail!(
+            "the login was refused: {error}{}",
+            redirect
+                .error_description
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default()
+        );
+    }
+    let (Some(code), Some(state)) = (redirect.code, redirect.state) else {
+        anyhow::bail!("the redirect carried no code and state");
+    };
+    let info = connection.complete_authorization(code, state).await?;
+    println!(
+        "logged in: token expires in {} s; refresh token {}",
+        info.expires_in_secs,
+        if info.has_refresh_token {
+            "stored"
+        } else {
+            "not issued: runs will need a new login when the token expires"
+        }
+    );
+    Ok(Exit::Success)
+}
+
+async fn callback(
+    State(sender): State<mpsc::Sender<Redirect>>,
+    Query(redirect): Query<Redirect>,
+) -> Html<&'static str> {
+    let _ = sender.send(redirect).await;
+    Html(
+        "<!doctype html><title>ionflow</title><p>ionflow received the login. You can close this window.</p>",
+    )
+}
+
+pub async fn logout(args: StoredGrantArgs) -> anyhow::Result<Exit> {
+    let runtime = new_runtime()?;
+    let connection = open(&runtime, &args.ionapi, stored_grant(&args)?).await?;
+    connection.revoke().await?;
+    println!("logged out: the refresh token was revoked and the stored tokens forgotten");
+    Ok(Exit::Success)
+}
+
+pub async fn keepalive(args: StoredGrantArgs) -> anyhow::Result<Exit> {
+    let runtime = new_runtime()?;
+    let connection = open(&runtime, &args.ionapi, stored_grant(&args)?).await?;
+    let info = connection.refresh().await?;
+    if !info.has_refresh_token {
+        anyhow::bail!(
+            "no refresh token is held for this connection, so there is nothing to keep alive; \
+             enable \"Issue Refresh Token\" on the authorized app"
+        );
+    }
+    println!(
+        "refreshed: the new refresh token is stored; the access token expires in {} s",
+        info.expires_in_secs
+    );
+    Ok(Exit::Success)
+}
