@@ -7,6 +7,7 @@ mod auth_grants;
 mod auth_lifecycle;
 mod connector_calls;
 mod credentials_file;
+mod daemon;
 mod demo;
 mod pipeline_run;
 mod secrets;
