@@ -6,7 +6,9 @@
 //! local ION API Gateway; `cli` is the `ionflow` command.
 
 pub mod cli;
+pub mod credentials;
 pub mod pipeline;
 pub mod products;
 pub mod runtime;
+pub mod secret;
 pub mod sim;

@@ -6,5 +6,7 @@ mod support;
 mod connector_calls;
 mod credentials_file;
 mod demo;
+mod diagnostics;
 mod pipeline_run;
+mod sandbox;
 mod secrets;

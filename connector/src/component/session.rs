@@ -7,6 +7,7 @@ use super::exports::ionflow::gateway::{auth, gateway};
 use super::ionflow::gateway::types;
 use crate::error::ConnectorError;
 use crate::ionapi::Credentials;
+use crate::lint::{self, Severity};
 use crate::oauth::{self, ClientAuth, Grant, TokenGrant, TokenSet};
 use crate::response::{self, RequestSize};
 use crate::secret::{Secret, mask};
@@ -325,6 +326,47 @@ impl Session {
             });
         }
     }
+}
+
+/// `auth.inspect`: the lint findings plus the description `open` would give.
+pub fn inspect(ionapi_json: &str) -> auth::Inspection {
+    let (creds, found) = lint::lint(ionapi_json);
+    let mut findings: Vec<auth::Finding> = found
+        .into_iter()
+        .map(|f| auth::Finding {
+            severity: match f.severity {
+                Severity::Warning => auth::Severity::Warning,
+                Severity::Error => auth::Severity::Error,
+            },
+            field: f.field.map(str::to_owned),
+            message: f.message,
+        })
+        .collect();
+    let info = creds.and_then(|creds| {
+        let options = auth::Options {
+            // A file without saak/sask can still describe itself.
+            grant: creds
+                .service_account
+                .is_none()
+                .then_some(auth::Grant::ClientCredentials),
+            client_auth: None,
+            renew_before_secs: None,
+            request_timeout_ms: None,
+            max_payload_bytes: None,
+        };
+        match Session::open(ionapi_json, &options) {
+            Ok(session) => Some(auth::GuestConnection::describe(&session)),
+            Err(e) => {
+                findings.push(auth::Finding {
+                    severity: auth::Severity::Error,
+                    field: None,
+                    message: e.to_string(),
+                });
+                None
+            }
+        }
+    });
+    auth::Inspection { info, findings }
 }
 
 fn wit_grant(grant: Grant) -> auth::Grant {

@@ -23,8 +23,9 @@ pub use interpolate::Variables;
 pub use summary::Summary;
 pub use transform::JqFilter;
 
-use crate::runtime::{ClientAuth, Connection, ConnectionOptions, Grant, Runtime};
-use config::{ClientAuthName, GrantName, TransformConfig};
+use crate::credentials::{self, ResolvedConnection};
+use crate::runtime::{Connection, Runtime};
+use config::TransformConfig;
 use sink::Sink;
 use source::Source;
 
@@ -86,59 +87,23 @@ impl Pipeline {
         runtime: &Runtime,
     ) -> anyhow::Result<BTreeMap<String, Arc<Connection>>> {
         let mut open = BTreeMap::new();
-        for (name, conn) in &self.config.connections {
-            let (json, origin) = self.ionapi_json(name, conn)?;
-            let options = ConnectionOptions {
-                grant: conn.grant.map(|g| match g {
-                    GrantName::BackendService => Grant::BackendService,
-                    GrantName::ClientCredentials => Grant::ClientCredentials,
-                }),
-                client_auth: conn.client_auth.map(|c| match c {
-                    ClientAuthName::Form => ClientAuth::Form,
-                    ClientAuthName::Basic => ClientAuth::Basic,
-                }),
-                renew_before_secs: None,
-                request_timeout_ms: conn.timeout_secs.map(|s| s * 1000),
-                max_payload_bytes: None,
-            };
+        for name in self.config.connections.keys() {
+            let resolved = self.connection(name)?;
             let connection = runtime
-                .open(name, &json, options)
+                .open(name, resolved.ionapi_json.expose(), resolved.options)
                 .await
-                .with_context(|| format!("connection `{name}` ({origin})"))?;
+                .with_context(|| format!("connection `{name}` ({})", resolved.source))?;
             open.insert(name.clone(), Arc::new(connection));
         }
         Ok(open)
     }
 
-    fn ionapi_json(
-        &self,
-        name: &str,
-        conn: &config::ConnectionConfig,
-    ) -> Result<(String, String), ConfigError> {
-        let in_file = |message: String| ConfigError::new(&self.file, message);
-        if let Some(var) = &conn.ionapi_env {
-            let json = std::env::var(var).map_err(|_| {
-                in_file(format!(
-                    "connections.{name}.ionapi_env: environment variable {var} is not set; \
-                     export it with the .ionapi file's JSON"
-                ))
-            })?;
-            return Ok((json, format!("environment variable {var}")));
-        }
-        let raw = conn.ionapi_file.as_deref().unwrap_or_default();
-        let path = self
-            .vars
-            .expand(raw)
-            .map_err(|e| in_file(format!("connections.{name}.ionapi_file: {e}")))?;
-        let path = self.base_dir.join(path);
-        let json = std::fs::read_to_string(&path).map_err(|e| {
-            in_file(format!(
-                "connections.{name}.ionapi_file: cannot read {}: {e}; download the file from \
-                 Infor OS > API Gateway > Authorized Apps or fix the path",
-                path.display()
-            ))
+    /// The credentials and options of `[connections.NAME]`.
+    pub fn connection(&self, name: &str) -> Result<ResolvedConnection, ConfigError> {
+        let config = self.config.connections.get(name).ok_or_else(|| {
+            ConfigError::new(&self.file, format!("defines no connection `{name}`"))
         })?;
-        Ok((json, path.display().to_string()))
+        credentials::from_pipeline(name, config, &self.file, &self.base_dir, &self.vars)
     }
 
     /// Runs the pipeline once.
