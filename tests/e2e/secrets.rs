@@ -140,3 +140,105 @@ fn relative(path: &Path, base: &Path) -> String {
         .display()
         .to_string()
 }
+
+/// `ionflow sim` writes credentials on purpose (its `--ionapi-out` file) but
+/// must not print them or the tokens it issues, even at trace level.
+#[tokio::test]
+async fn the_simulator_command_keeps_its_secrets_out_of_its_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    for format in ["text", "json"] {
+        let ionapi = dir.path().join(format!("sim-{format}.ionapi"));
+        let mut sim = ionflow()
+            .arg("sim")
+            .arg("--ionapi-out")
+            .arg(&ionapi)
+            .args(["-vvv", "--log-format", format])
+            .env("IONFLOW_LOG", "trace")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut waited = 0;
+        while !ionapi.exists() || std::fs::read_to_string(&ionapi).unwrap().is_empty() {
+            assert!(waited < 100, "ionflow sim wrote no .ionapi file");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            waited += 1;
+        }
+        let client = run(ionflow().arg("whoami").arg(&ionapi)).await;
+        assert_eq!(client.code, 0, "{}", client.all_output());
+        let checked = run(ionflow()
+            .arg("check-scope")
+            .arg(&ionapi)
+            .arg("DATAFABRIC/compass/v2/jobs/"))
+        .await;
+        assert_eq!(checked.code, 3, "{}", checked.all_output());
+
+        let iu: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&ionapi).unwrap()).unwrap();
+        let tokens: serde_json::Value =
+            reqwest::get(format!("{}/__sim/tokens", iu["iu"].as_str().unwrap()))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+        sim.start_kill().unwrap();
+        let output = sim.wait_with_output().await.unwrap();
+        let logs = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(logs.contains("listening"), "{logs}");
+        assert!(logs.contains("token.oauth2"), "trace request logs: {logs}");
+
+        let mut secrets = file_secrets(&ionapi);
+        for key in ["access_tokens", "refresh_tokens"] {
+            for t in tokens[key].as_array().unwrap() {
+                secrets.push(t.as_str().unwrap().to_owned());
+            }
+        }
+        assert!(secrets.len() >= 5, "tokens were issued");
+        assert_no_secret(&logs, &secrets, &format!("ionflow sim ({format})"));
+        assert_no_secret(&client.all_output(), &secrets, "whoami against ionflow sim");
+    }
+}
+
+/// `ionflow demo` runs its own simulator with credentials nobody else sees;
+/// its output must still hold no token (every simulator token is 64 hex
+/// digits) and no service account key (which starts with the tenant and `#`).
+#[tokio::test]
+async fn the_demo_prints_no_token_or_service_account_key() {
+    let out = tempfile::tempdir().unwrap();
+    for format in ["text", "json"] {
+        let result = run(ionflow()
+            .args(["demo", "--items", "30", "--out"])
+            .arg(out.path())
+            .args(["-vvv", "--log-format", format])
+            .env("IONFLOW_LOG", "trace"))
+        .await;
+        assert_eq!(result.code, 0, "{}", result.all_output());
+        assert!(result.all_output().contains("requesting a token"));
+        let mut texts = vec![result.all_output()];
+        for file in files_under(out.path()) {
+            texts.push(std::fs::read_to_string(file).unwrap());
+        }
+        for text in &texts {
+            assert!(!text.contains("ACME_TST#"), "a service account key leaked");
+            assert!(longest_hex_run(text) < 64, "a token-shaped value leaked");
+        }
+    }
+}
+
+fn longest_hex_run(text: &str) -> usize {
+    let (mut longest, mut current) = (0, 0);
+    for c in text.chars() {
+        current = if c.is_ascii_hexdigit() {
+            current + 1
+        } else {
+            0
+        };
+        longest = longest.max(current);
+    }
+    longest
+}

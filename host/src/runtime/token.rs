@@ -32,3 +32,25 @@ impl From<TokenInfo> for AccessToken {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_masks_the_token() {
+        let token = AccessToken::from(TokenInfo {
+            access_token: "0123456789abcdef-access".into(),
+            token_type: "Bearer".into(),
+            expires_in_secs: 7200,
+            scope: None,
+            has_refresh_token: true,
+            grant: Grant::BackendService,
+            cached: false,
+        });
+        let shown = format!("{token:?}");
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+        assert!(shown.contains("Secret(*****)"), "{shown}");
+        assert_eq!(token.token.expose(), "0123456789abcdef-access");
+    }
+}
