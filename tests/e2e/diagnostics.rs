@@ -154,6 +154,40 @@ async fn inspect_describes_the_file_with_secrets_masked_and_warns() {
     assert_eq!(report["connection"], "m3");
     assert_eq!(report["source"], ionapi.display().to_string());
 
+    // The pipeline's grant is the one described, and one the file cannot
+    // do is an error.
+    let text = std::fs::read_to_string(&pipeline).unwrap();
+    let with_grant = |file: &std::path::Path, grant: &str| {
+        let path = dir.path().join(format!("{grant}.toml"));
+        let connection = format!("ionapi_file = \"{}\"\ngrant = \"{grant}\"", file.display());
+        let original = format!("ionapi_file = \"{}\"", ionapi.display());
+        std::fs::write(&path, text.replace(&original, &connection)).unwrap();
+        path
+    };
+    let result = run(ionflow()
+        .arg("inspect")
+        .arg(with_grant(&ionapi, "client_credentials"))
+        .arg("--json"))
+    .await;
+    assert_eq!(result.code, 0, "{}", result.all_output());
+    assert_eq!(
+        json_out(&result.stdout)["info"]["grant"],
+        "client-credentials"
+    );
+    let result = run(ionflow()
+        .arg("inspect")
+        .arg(with_grant(&no_sa, "backend_service"))
+        .arg("--json"))
+    .await;
+    assert_eq!(result.code, 2, "{}", result.all_output());
+    assert!(
+        findings(&json_out(&result.stdout))
+            .iter()
+            .any(|(l, _, m)| l == "error" && m.contains("with the pipeline's settings")),
+        "{}",
+        result.stdout
+    );
+
     let counters = sim.counters();
     assert_eq!(counters.api_calls, 0, "inspect never calls the gateway");
     assert_eq!(counters.token_requests.password, 0);

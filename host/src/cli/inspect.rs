@@ -56,12 +56,32 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<Exit> {
             });
         }
     }
+    // A pipeline's connection may choose its grant: describe the connection
+    // as the pipeline would open it (opening makes no network call).
+    let mut info = inspection.info;
+    if info.is_some() && resolved.options.grant.is_some() {
+        match runtime
+            .open(
+                &resolved.label,
+                resolved.ionapi_json.expose(),
+                resolved.options,
+            )
+            .await
+        {
+            Ok(connection) => info = Some(connection.info().clone()),
+            Err(e) => findings.push(Finding {
+                level: "error",
+                field: None,
+                message: format!("with the pipeline's settings: {e}"),
+            }),
+        }
+    }
     let failed = findings.iter().any(|f| f.level == "error");
     if args.json {
         let out = json!({
             "connection": resolved.label,
             "source": resolved.source.to_string(),
-            "info": inspection.info.as_ref().map(info_json),
+            "info": info.as_ref().map(info_json),
             "findings": findings.iter().map(|f| json!({
                 "level": f.level, "field": f.field, "message": f.message,
             })).collect::<Vec<_>>(),
@@ -70,7 +90,7 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<Exit> {
     } else {
         println!("{:<24}{}", "connection", resolved.label);
         println!("{:<24}{}", "read from", resolved.source);
-        if let Some(info) = &inspection.info {
+        if let Some(info) = &info {
             print_info(info);
         }
         for f in &findings {
