@@ -122,6 +122,17 @@ fn findings(c: &Credentials) -> Vec<Finding> {
              URL that serves the token endpoint, such as https://mingle-sso.<region>.inforcloudsuite.com:443/<tenant>/as/",
         ));
     }
+    if let Some(other) = portal_tenant(&c.portal_url).filter(|t| !t.eq_ignore_ascii_case(&c.tenant))
+    {
+        out.push(Finding::warning(
+            "pu",
+            format!(
+                "names the tenant `{other}` (before `/as/`) while `ti` is `{}`; the fields come \
+                 from two different files. Download the file of one tenant again",
+                c.tenant
+            ),
+        ));
+    }
     if ends_with_segment(&c.ion_api_url, &c.tenant) {
         out.push(Finding::warning(
             "iu",
@@ -172,6 +183,16 @@ fn normalize(u: &str) -> String {
 fn path_of(u: &str) -> &str {
     let rest = u.split_once("://").map_or(u, |(_, rest)| rest);
     rest.find('/').map_or("", |i| &rest[i..])
+}
+
+/// Cloud portal URLs read `https://host/TENANT/as/`: the segment before `as`.
+fn portal_tenant(portal_url: &str) -> Option<&str> {
+    let segments: Vec<&str> = path_of(portal_url)
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let at = segments.iter().position(|s| s.eq_ignore_ascii_case("as"))?;
+    at.checked_sub(1).map(|i| segments[i])
 }
 
 fn ends_with_segment(u: &str, segment: &str) -> bool {
@@ -284,6 +305,15 @@ mod tests {
             "https://mingle-ionapi.eu1.inforcloudsuite.com/ACME_PRD/",
         );
         assert_eq!(fields(&doubled), vec![(Severity::Warning, Some("iu"))]);
+    }
+
+    #[test]
+    fn a_portal_url_of_another_tenant_is_caught() {
+        let json = CLOUD.replace("443/ACME_PRD/as/", "443/ACME_TST/as/");
+        let (_, findings) = lint(&json);
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert_eq!(findings[0].field, Some("pu"));
+        assert!(findings[0].message.contains("`ACME_TST`"), "{findings:?}");
     }
 
     #[test]
