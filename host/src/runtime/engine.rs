@@ -81,10 +81,6 @@ impl Runtime {
         self
     }
 
-    pub fn limits(&self) -> SandboxLimits {
-        self.limits
-    }
-
     pub fn transport(&self) -> &HttpTransport {
         &self.transport
     }
@@ -108,9 +104,7 @@ impl Runtime {
         )
         .await
     }
-}
 
-impl Runtime {
     /// Checks `.ionapi` JSON in the sandbox without opening a connection:
     /// the connector's findings and, when the file opens, its description.
     pub async fn inspect(
