@@ -9,5 +9,7 @@ mod connector_calls;
 mod credentials_file;
 mod daemon;
 mod demo;
+mod diagnostics;
 mod pipeline_run;
+mod sandbox;
 mod secrets;

@@ -13,8 +13,8 @@ use wasmtime::{Config, Engine};
 
 use super::bindings::{Connector, ConnectorPre};
 use super::capabilities::{HostState, HttpTransport, TokenStore};
-use super::connection::{Connection, Limits};
-use super::{ConnectionOptions, ConnectorError};
+use super::connection::{self, Connection, SandboxLimits};
+use super::{ConnectionOptions, ConnectorError, Inspection};
 
 /// The connector component built from `connector/` by `build.rs`.
 pub static EMBEDDED_CONNECTOR: &[u8] = include_bytes!(env!("IONFLOW_CONNECTOR_WASM"));
@@ -28,7 +28,7 @@ pub struct Runtime {
     pre: ConnectorPre<HostState>,
     transport: HttpTransport,
     tokens: Arc<dyn TokenStore>,
-    limits: Limits,
+    limits: SandboxLimits,
     _ticker: EpochTicker,
 }
 
@@ -39,6 +39,8 @@ impl Runtime {
         Self::with_component(EMBEDDED_CONNECTOR, tokens, cache_dir)
     }
 
+    /// Runs another component of the same world in place of the embedded
+    /// connector (tests use this to load misbehaving fixture guests).
     pub fn with_component(
         wasm: &[u8],
         tokens: Arc<dyn TokenStore>,
@@ -69,8 +71,14 @@ impl Runtime {
             pre,
             transport: HttpTransport::new()?,
             tokens,
-            limits: Limits::default(),
+            limits: SandboxLimits::default(),
         })
+    }
+
+    /// Replaces the bounds applied to every connection opened from now on.
+    pub fn with_limits(mut self, limits: SandboxLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     pub fn transport(&self) -> &HttpTransport {
@@ -106,6 +114,25 @@ impl Runtime {
             ionapi_json,
             options,
             instances,
+        )
+        .await
+    }
+
+    /// Checks `.ionapi` JSON in the sandbox without opening a connection:
+    /// the connector's findings and, when the file opens, its description.
+    pub async fn inspect(
+        &self,
+        name: &str,
+        ionapi_json: &str,
+    ) -> Result<Inspection, ConnectorError> {
+        connection::inspect(
+            self.pre.clone(),
+            &self.engine,
+            self.transport.clone(),
+            self.tokens.clone(),
+            self.limits,
+            name,
+            ionapi_json,
         )
         .await
     }
