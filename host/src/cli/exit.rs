@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use crate::pipeline::ConfigError;
+use crate::pipeline::{ConfigError, ConfigErrors};
 use crate::runtime::{ConnectorError, ErrorKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +31,7 @@ impl Exit {
     /// Picks the exit code from the first typed error in the chain.
     pub fn classify(error: &anyhow::Error) -> Exit {
         for cause in error.chain() {
-            if cause.is::<ConfigError>() {
+            if cause.is::<ConfigError>() || cause.is::<ConfigErrors>() {
                 return Exit::Config;
             }
             if let Some(e) = cause.downcast_ref::<ConnectorError>() {

@@ -9,9 +9,11 @@
 
 mod catalogue;
 mod codec;
+mod compass;
 mod control;
 mod counters;
 mod credentials;
+mod datalake;
 mod datetime;
 mod entropy;
 mod gateway;
@@ -112,6 +114,7 @@ pub(crate) struct SimState {
     counters: CounterStore,
     catalogue: RwLock<Catalogue>,
     messages: Mutex<MessageLog>,
+    compass: Mutex<compass::Jobs>,
 }
 
 impl SimState {
@@ -128,6 +131,7 @@ impl SimState {
             counters: CounterStore::default(),
             catalogue: RwLock::new(Catalogue::generate(config.items)),
             messages: Mutex::new(MessageLog::default()),
+            compass: Mutex::new(compass::Jobs::default()),
             port,
             config,
         }
@@ -189,8 +193,25 @@ fn router(state: Arc<SimState>) -> Router {
             get(ido::load_collection),
         )
         .route(
+            "/CSI/IDORequestService/ido/update/{ido}",
+            post(ido::update_collection),
+        )
+        .route(
             "/IONSERVICES/api/ion/messaging/service/v2/message",
             post(ion::send_message),
+        )
+        .route(
+            "/IONSERVICES/datalakeapi/v1/payloads/list",
+            get(datalake::list),
+        )
+        .route("/DATAFABRIC/compass/v2/jobs/", post(compass::submit))
+        .route(
+            "/DATAFABRIC/compass/v2/jobs/{id}/status/",
+            get(compass::status),
+        )
+        .route(
+            "/DATAFABRIC/compass/v2/jobs/{id}/result/",
+            get(compass::result),
         )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
