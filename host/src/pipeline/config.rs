@@ -813,7 +813,7 @@ impl PipelineConfig {
             SourceConfig::Gateway(s) => {
                 need_connection("source", &s.connection, problems);
                 check_records_at(problems, &s.records_pointer, &s.records_jq);
-                check_paging(problems, &s.paging);
+                check_paging(problems, &s.paging, &s.records_jq);
             }
             SourceConfig::Compass(s) => {
                 need_connection("source", &s.connection, problems);
@@ -842,7 +842,7 @@ impl PipelineConfig {
             }
             SourceConfig::Http(s) => {
                 check_records_at(problems, &s.records_pointer, &s.records_jq);
-                check_paging(problems, &s.paging);
+                check_paging(problems, &s.paging, &s.records_jq);
                 check_url(problems, "source", "url", &s.url);
             }
             SourceConfig::File(s) => {
@@ -958,11 +958,20 @@ fn check_records_at(problems: &mut Problems<'_>, pointer: &Option<String>, jq: &
     }
 }
 
-fn check_paging(problems: &mut Problems<'_>, paging: &Option<OffsetPaging>) {
-    if let Some(p) = paging
-        && p.page_size == 0
-    {
-        problems.add("source.paging", Some("page_size"), "must be at least 1");
+fn check_paging(problems: &mut Problems<'_>, paging: &Option<OffsetPaging>, jq: &Option<String>) {
+    if let Some(p) = paging {
+        if p.page_size == 0 {
+            problems.add("source.paging", Some("page_size"), "must be at least 1");
+        }
+        // Paging stops at the first short page; a jq filter that drops
+        // elements would make a full page look short and end the run early.
+        if jq.is_some() {
+            problems.add(
+                "source",
+                Some("records_jq"),
+                "cannot be combined with paging: use records_pointer and filter in a [[transforms]] jq step",
+            );
+        }
     }
 }
 

@@ -115,6 +115,7 @@ pub(crate) struct SimState {
     catalogue: RwLock<Catalogue>,
     messages: Mutex<MessageLog>,
     compass: Mutex<compass::Jobs>,
+    throttle: Mutex<control::Throttle>,
 }
 
 impl SimState {
@@ -132,6 +133,7 @@ impl SimState {
             catalogue: RwLock::new(Catalogue::generate(config.items)),
             messages: Mutex::new(MessageLog::default()),
             compass: Mutex::new(compass::Jobs::default()),
+            throttle: Mutex::new(control::Throttle::default()),
             port,
             config,
         }
@@ -204,13 +206,24 @@ fn router(state: Arc<SimState>) -> Router {
             "/IONSERVICES/datalakeapi/v1/payloads/list",
             get(datalake::list),
         )
+        // Compass documents its paths with a trailing slash; clients that
+        // normalise paths send them without one, and both are served.
         .route("/DATAFABRIC/compass/v2/jobs/", post(compass::submit))
+        .route("/DATAFABRIC/compass/v2/jobs", post(compass::submit))
         .route(
             "/DATAFABRIC/compass/v2/jobs/{id}/status/",
             get(compass::status),
         )
         .route(
+            "/DATAFABRIC/compass/v2/jobs/{id}/status",
+            get(compass::status),
+        )
+        .route(
             "/DATAFABRIC/compass/v2/jobs/{id}/result/",
+            get(compass::result),
+        )
+        .route(
+            "/DATAFABRIC/compass/v2/jobs/{id}/result",
             get(compass::result),
         )
         .route_layer(middleware::from_fn_with_state(
