@@ -7,6 +7,7 @@ mod connector_calls;
 mod credentials_file;
 mod demo;
 mod examples;
+mod memory;
 mod pipeline_run;
 mod secrets;
 mod sinks;
