@@ -39,13 +39,13 @@ const MISTAKES: &[(&str, &str, &str, &str)] = &[
         "unknown kind",
         "kind = \"m3_list\"",
         "kind = \"m3_lists\"",
-        "check.toml:7:8: unknown variant `m3_lists`",
+        "check.toml:7:8: kind: unknown variant `m3_lists`",
     ),
     (
         "wrong type",
         "key_field = \"ITNO\"",
         "key_field = 7",
-        "check.toml:6:1: invalid type: integer `7`, expected a string",
+        "check.toml:11:13: key_field: invalid type: integer `7`, expected a string",
     ),
     (
         "missing key",

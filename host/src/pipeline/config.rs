@@ -709,14 +709,24 @@ impl PipelineConfig {
                 Some(_) => format!("{message}; remove it or fix its spelling"),
                 None => message,
             };
+            let offset = start.map(|start| {
+                unknown_key_offset(text, start, &message)
+                    .or_else(|| tagged_key_offset(text, start))
+                    .unwrap_or(start)
+            });
+            // A position at a value gets the key's name in front.
+            let key = offset.and_then(|at| {
+                let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+                let (key, _) = text[line_start..at].split_once('=')?;
+                Some(key.trim().to_owned()).filter(|k| !k.is_empty())
+            });
+            let message = match key {
+                Some(key) if !message.contains(&format!("`{key}`")) => format!("{key}: {message}"),
+                _ => message,
+            };
             ConfigError {
                 file: file.to_owned(),
-                position: start.map(|start| {
-                    line_col(
-                        text,
-                        unknown_key_offset(text, start, &message).unwrap_or(start),
-                    )
-                }),
+                position: offset.map(|offset| line_col(text, offset)),
                 message,
             }
         })
@@ -1046,6 +1056,79 @@ fn locate(text: &str, table: &str, key: Option<&str>) -> Option<(usize, usize)> 
     header_at.map(|at| line_col(text, at))
 }
 
+/// Inside tagged tables (`kind = ...`) serde buffers the table and loses
+/// positions, so a wrong type is reported at the table's header. Parsing the
+/// table again as its kind's own struct, on a copy of the file in which
+/// everything else is blanked out (so offsets stay true), finds the key.
+fn tagged_key_offset(text: &str, table_start: usize) -> Option<usize> {
+    let header_start = text[..table_start].rfind('\n').map_or(0, |i| i + 1);
+    let header = text[header_start..].lines().next()?.trim();
+    let body_start = header_start + text[header_start..].find('\n')? + 1;
+    let body_end = text[body_start..]
+        .match_indices('\n')
+        .map(|(i, _)| body_start + i + 1)
+        .find(|&i| text[i..].trim_start().starts_with('['))
+        .unwrap_or(text.len());
+    let body = &text[body_start..body_end];
+    let table: toml::Table = toml::from_str(body).ok()?;
+    let kind = table.get("kind")?.as_str()?;
+    // The copy keeps only the table's lines, minus `kind`, at their offsets.
+    let mut copy = String::with_capacity(text.len());
+    for (i, line) in text.split_inclusive('\n').scan(0, |at, l| {
+        let start = *at;
+        *at += l.len();
+        Some((start, l))
+    }) {
+        let keep = i >= body_start && i < body_end && !line.trim_start().starts_with("kind");
+        if keep {
+            copy.push_str(line);
+        } else {
+            copy.extend(line.chars().map(|c| if c == '\n' { '\n' } else { ' ' }));
+        }
+    }
+    let error = match header {
+        "[source]" => probe_source(kind, &copy)?,
+        "[[sinks]]" => probe_sink(kind, &copy)?,
+        "[[transforms]]" => toml::from_str::<JqTransform>(&copy).err()?,
+        _ => return None,
+    };
+    error
+        .span()
+        .map(|span| span.start)
+        .filter(|&at| at >= body_start)
+}
+
+fn probe<T: serde::de::DeserializeOwned>(text: &str) -> Option<toml::de::Error> {
+    toml::from_str::<T>(text).err()
+}
+
+fn probe_source(kind: &str, text: &str) -> Option<toml::de::Error> {
+    match kind {
+        "m3_list" => probe::<M3ListSource>(text),
+        "ido" => probe::<IdoSource>(text),
+        "gateway" => probe::<GatewaySource>(text),
+        "compass" => probe::<CompassSource>(text),
+        "data_lake" => probe::<DataLakeSource>(text),
+        "http" => probe::<HttpSource>(text),
+        "file" => probe::<FileSource>(text),
+        _ => None,
+    }
+}
+
+fn probe_sink(kind: &str, text: &str) -> Option<toml::de::Error> {
+    match kind {
+        "file" => probe::<FileSink>(text),
+        "stdout" => probe::<StdoutSink>(text),
+        "http" => probe::<HttpSink>(text),
+        "m3" => probe::<M3Sink>(text),
+        "m3_bulk" => probe::<M3BulkSink>(text),
+        "ido_update" => probe::<IdoUpdateSink>(text),
+        "ion_message" => probe::<IonMessageSink>(text),
+        "gateway" => probe::<GatewaySink>(text),
+        _ => None,
+    }
+}
+
 /// Inside tagged tables (`kind = ...`) the TOML parser can only point at the
 /// table; find the offending key itself so the position names its line.
 fn unknown_key_offset(text: &str, table_start: usize, message: &str) -> Option<usize> {
@@ -1170,6 +1253,32 @@ path = "out/items.jsonl"
             e.0[2]
                 .to_string()
                 .starts_with("p.toml:26:1: sinks[1].csv_delimiter"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn wrong_types_inside_tagged_tables_point_at_the_key() {
+        let e = parse(&GOOD.replace("key_field = \"ITNO\"", "key_field = 7")).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("p.toml:11:13: key_field: invalid type: integer `7`"),
+            "{e}"
+        );
+        let e = parse(&GOOD.replace(
+            "path = \"out/items.jsonl\"",
+            "path = \"x\"\nformat = \"xml\"",
+        ))
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("p.toml:20:10: format: unknown variant `xml`"),
+            "{e}"
+        );
+        let e = parse(&GOOD.replace("filter = \"{item: .ITNO}\"", "filter = [1]")).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("p.toml:15:10: filter: invalid type"),
             "{e}"
         );
     }
