@@ -318,7 +318,7 @@ impl Pipeline {
                 Ok(DeadLetter::new(&self.base_dir.join(path), &self.name))
             })
             .transpose()?;
-        let progress = progress_bar(show_progress, &self.name);
+        let mut progress = Progress::new(show_progress, &self.name);
         let mut summary = Summary {
             pipeline: self.name.clone(),
             ..Summary::default()
@@ -353,11 +353,7 @@ impl Pipeline {
                     }
                 }
             }
-            progress.set_message(format!(
-                "{} records in, {} out, {} failed",
-                summary.records_in, summary.records_out, summary.records_failed
-            ));
-            progress.tick();
+            progress.update(&summary);
         }
         for (i, sink) in sinks.into_iter().enumerate() {
             let output = sink.finish(&mut outcome).await?;
@@ -366,7 +362,7 @@ impl Pipeline {
                 summary.outputs.push(path);
             }
         }
-        progress.finish_and_clear();
+        progress.finish();
         if let Some(dl) = dead_letter {
             if dl.written > 0 {
                 summary.dead_letter = Some(dl.path().to_owned());
@@ -467,17 +463,49 @@ fn check_references(text: &str, config: &PipelineConfig, problems: &mut Problems
     }
 }
 
-/// A spinner on a terminal; nothing when output is piped or logged.
-fn progress_bar(show: bool, name: &str) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
+/// A spinner on a terminal once a run has taken a second, so that short
+/// runs print nothing but their summary; never when output is piped.
+struct Progress {
+    bar: Option<ProgressBar>,
+    show: bool,
+    name: String,
+    started: Instant,
+}
+
+const PROGRESS_AFTER: Duration = Duration::from_secs(1);
+
+impl Progress {
+    fn new(show: bool, name: &str) -> Self {
+        Progress {
+            bar: None,
+            show,
+            name: name.to_owned(),
+            started: Instant::now(),
+        }
     }
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {prefix} {msg} [{elapsed}]")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    bar.set_prefix(name.to_owned());
-    bar.enable_steady_tick(std::time::Duration::from_millis(120));
-    bar
+
+    fn update(&mut self, summary: &Summary) {
+        if self.bar.is_none() && self.show && self.started.elapsed() >= PROGRESS_AFTER {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {prefix} {msg} [{elapsed}]")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.set_prefix(self.name.clone());
+            bar.enable_steady_tick(Duration::from_millis(120));
+            self.bar = Some(bar);
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!(
+                "{} records in, {} out, {} failed",
+                summary.records_in, summary.records_out, summary.records_failed
+            ));
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
 }
