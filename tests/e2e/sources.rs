@@ -369,3 +369,72 @@ async fn throttled_pages_are_retried_and_counted() {
     assert_eq!(result.code, 5, "{}", result.all_output());
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn failing_records_are_dead_lettered_and_hold_the_watermark_back() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("in.jsonl"),
+        "{\"n\":1,\"a\":1}\n{\"n\":2,\"a\":\"x\"}\n{\"n\":3,\"a\":2,\"many\":true}\n",
+    )
+    .unwrap();
+    let pipeline = write(
+        dir.path(),
+        "jq.toml",
+        r#"
+name = "jq-failures"
+[source]
+kind = "file"
+path = "in.jsonl"
+[state.watermarks.last]
+field = "n"
+initial = "0"
+[[transforms]]
+kind = "jq"
+filter = "if .many then repeat(.) else {n, b: (.a + 1)} end"
+timeout_ms = 50
+[[sinks]]
+kind = "file"
+path = "out.jsonl"
+[dead_letter]
+path = "dead.jsonl"
+"#,
+    );
+    let state = dir.path().join(".ionflow/state/jq-failures.json");
+    let (result, summary) = run_json(&pipeline).await;
+    assert_eq!(result.code, 4, "{}", result.all_output());
+    assert_eq!(summary["records_failed"], 2);
+    assert_eq!(summary["state_saved"], serde_json::Value::Null);
+    let dead = read_jsonl(&dir.path().join("dead.jsonl"));
+    assert_eq!(dead.len(), 2);
+    assert!(dead.iter().all(|d| d["stage"] == "transforms[0]"));
+    assert!(
+        dead[0]["error"].as_str().unwrap().starts_with("jq error"),
+        "{}",
+        dead[0]
+    );
+    assert!(
+        dead[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("budget of 50 ms"),
+        "{}",
+        dead[1]
+    );
+    assert!(
+        !state.exists(),
+        "a run with failed records does not move the watermark"
+    );
+
+    std::fs::write(
+        dir.path().join("in.jsonl"),
+        "{\"n\":1,\"a\":1}\n{\"n\":7,\"a\":5}\n",
+    )
+    .unwrap();
+    let (result, summary) = run_json(&pipeline).await;
+    assert_eq!(result.code, 0, "{}", result.all_output());
+    assert!(summary["state_saved"].is_string(), "{summary}");
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert_eq!(saved["watermarks"]["last"], "7");
+}
