@@ -120,6 +120,12 @@ const MISTAKES: &[(&str, &str, &str, &str)] = &[
         "source.records_jq: cannot be combined with paging",
     ),
     (
+        "inline secret",
+        "[source]\nkind = \"m3_list\"\nconnection = \"m3\"\nprogram = \"MMS200MI\"\ntransaction = \"LstItmByItm\"\nkey_field = \"ITNO\"",
+        "[source]\nkind = \"http\"\nurl = \"https://example.com/x\"\nheaders = { Authorization = \"Bearer abc123\" }",
+        "check.toml:9:1: source.headers: header Authorization carries a credential written into the file",
+    ),
+    (
         "cleartext url",
         "[source]\nkind = \"m3_list\"\nconnection = \"m3\"\nprogram = \"MMS200MI\"\ntransaction = \"LstItmByItm\"\nkey_field = \"ITNO\"",
         "[source]\nkind = \"http\"\nurl = \"ftp://example.com/x\"",

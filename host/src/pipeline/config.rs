@@ -821,6 +821,7 @@ impl PipelineConfig {
                 }
             }
             SourceConfig::Gateway(s) => {
+                check_header_secrets(problems, "source", &s.headers);
                 need_connection("source", &s.connection, problems);
                 check_records_at(problems, &s.records_pointer, &s.records_jq);
                 check_paging(problems, &s.paging, &s.records_jq);
@@ -851,6 +852,7 @@ impl PipelineConfig {
                 );
             }
             SourceConfig::Http(s) => {
+                check_header_secrets(problems, "source", &s.headers);
                 check_records_at(problems, &s.records_pointer, &s.records_jq);
                 check_paging(problems, &s.paging, &s.records_jq);
                 check_url(problems, "source", "url", &s.url);
@@ -876,7 +878,10 @@ impl PipelineConfig {
                     check_delimiter(problems, &table, &s.csv_delimiter);
                 }
                 SinkConfig::Stdout(_) => {}
-                SinkConfig::Http(s) => check_url(problems, &table, "url", &s.url),
+                SinkConfig::Http(s) => {
+                    check_header_secrets(problems, &table, &s.headers);
+                    check_url(problems, &table, "url", &s.url);
+                }
                 SinkConfig::M3(s) => need_connection(&table, &s.connection, problems),
                 SinkConfig::M3Bulk(s) => {
                     need_connection(&table, &s.connection, problems);
@@ -907,7 +912,10 @@ impl PipelineConfig {
                         );
                     }
                 }
-                SinkConfig::Gateway(s) => need_connection(&table, &s.connection, problems),
+                SinkConfig::Gateway(s) => {
+                    check_header_secrets(problems, &table, &s.headers);
+                    need_connection(&table, &s.connection, problems);
+                }
             }
         }
         if let Some(state) = &self.state {
@@ -944,6 +952,32 @@ impl PipelineConfig {
                     );
                 }
             }
+        }
+    }
+}
+
+/// Header values that carry credentials must come from the environment,
+/// so that a pipeline file can be committed and shared.
+fn check_header_secrets(
+    problems: &mut Problems<'_>,
+    table: &str,
+    headers: &BTreeMap<String, String>,
+) {
+    for (name, value) in headers {
+        let lower = name.to_ascii_lowercase();
+        let sensitive = lower.contains("authorization")
+            || ["key", "token", "secret", "password", "cookie"]
+                .iter()
+                .any(|word| lower.contains(word));
+        if sensitive && !value.contains("${env.") && !value.contains("${var.") {
+            problems.add(
+                table,
+                Some("headers"),
+                format!(
+                    "header {name} carries a credential written into the file; \
+                     take it from the environment: {name} = \"${{env.NAME}}\""
+                ),
+            );
         }
     }
 }
