@@ -316,8 +316,8 @@ async fn sigterm_during_a_run_stops_it_and_revokes() {
         "the grant ended with the run"
     );
     assert!(
-        dir.path().join("out.jsonl.partial").exists(),
-        "records so far are kept"
+        !dir.path().join("out.jsonl").exists() && !dir.path().join("out.jsonl.partial").exists(),
+        "an interrupted run completes no output file"
     );
     sim.shutdown().await;
 }

@@ -147,7 +147,10 @@ async fn a_tick_during_a_run_is_skipped_and_sigterm_revokes() {
         1,
         "the refresh token was revoked"
     );
-    assert!(dir.path().join("pipelines/out.jsonl.partial").exists());
+    assert!(
+        !dir.path().join("pipelines/out.jsonl").exists(),
+        "no output from a stopped run"
+    );
     sim.shutdown().await;
 }
 

@@ -363,7 +363,7 @@ async fn check_scope_sorts_paths_into_allowed_forbidden_and_other() {
         "ifsservice/usermgt/v2/users/me",
         "M3/m3api-rest/v2/execute/MMS200MI/LstItmByItm?maxrecs=1",
     ];
-    let forbidden = "DATAFABRIC/compass/v2/jobs/";
+    let forbidden = "IDM/api/items/search";
     let other = "M3/no/such/api";
 
     let result = run(ionflow()
@@ -394,7 +394,7 @@ async fn check_scope_sorts_paths_into_allowed_forbidden_and_other() {
         fix.contains("Add the API's scope to the authorized app"),
         "{fix}"
     );
-    assert!(fix.contains("DATAFABRIC"), "{fix}");
+    assert!(fix.contains("IDM"), "{fix}");
 
     let result = run(ionflow().arg("check-scope").arg(&ionapi).args(allowed)).await;
     assert_eq!(result.code, 0, "{}", result.all_output());

@@ -55,7 +55,7 @@ async fn no_secret_or_token_in_any_output_at_trace_level() {
                 "check-scope".into(),
                 file.clone(),
                 "ifsservice/usermgt/v2/users/me".into(),
-                "DATAFABRIC/compass/v2/jobs/".into(),
+                "IDM/api/items/search".into(),
                 "M3/no/such/api".into(),
             ],
             3,
@@ -169,7 +169,7 @@ async fn the_simulator_command_keeps_its_secrets_out_of_its_logs() {
         let checked = run(ionflow()
             .arg("check-scope")
             .arg(&ionapi)
-            .arg("DATAFABRIC/compass/v2/jobs/"))
+            .arg("IDM/api/items/search"))
         .await;
         assert_eq!(checked.code, 3, "{}", checked.all_output());
 

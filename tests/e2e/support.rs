@@ -146,6 +146,51 @@ pub fn assert_no_secret(haystack: &str, secrets: &[String], what: &str) {
     }
 }
 
+/// The repository's `pipelines/` folder.
+pub fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines")
+}
+
+/// A project laid out like the repository: `pipelines/NAME.toml` copied
+/// unchanged from the examples, `pipelines/data/`, and the simulator's
+/// credentials in `secrets/dev.ionapi`, where the examples look for them.
+pub fn example_project(sim: &Simulator, names: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("pipelines/data")).unwrap();
+    for name in names {
+        std::fs::copy(
+            examples_dir().join(format!("{name}.toml")),
+            dir.path().join(format!("pipelines/{name}.toml")),
+        )
+        .unwrap();
+    }
+    sim.write_ionapi(&dir.path().join("secrets/dev.ionapi"))
+        .unwrap();
+    dir
+}
+
+/// Runs `ionflow run PIPELINE --json` with INFOR_ENV=dev and returns the
+/// exit code and the summary.
+pub async fn run_json(pipeline: &Path) -> (Run, serde_json::Value) {
+    let result = run(ionflow()
+        .arg("run")
+        .arg(pipeline)
+        .arg("--json")
+        .env("INFOR_ENV", "dev"))
+    .await;
+    // With a stdout sink the records own stdout and the summary goes to stderr.
+    let is_summary = |line: &str| {
+        serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .filter(|v| v.get("pipeline").is_some())
+    };
+    let summary = is_summary(result.stdout.trim())
+        .or_else(|| result.stderr.lines().rev().find_map(is_summary))
+        .unwrap_or(serde_json::Value::Null);
+    (result, summary)
+}
+
+/// POSTs JSON to the simulator's control API.
 pub async fn sim_post(sim: &Simulator, path: &str, body: serde_json::Value) {
     reqwest::Client::new()
         .post(format!("{}/__sim/{path}", sim.base_url()))
@@ -203,4 +248,13 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+pub async fn sim_get(sim: &Simulator, path: &str) -> serde_json::Value {
+    reqwest::get(format!("{}/__sim/{path}", sim.base_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use crate::pipeline::run_lock::LockHeld;
-use crate::pipeline::{ConfigError, Interrupted};
+use crate::pipeline::{ConfigError, ConfigErrors, Interrupted};
 use crate::runtime::{ConnectorError, ErrorKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +42,7 @@ impl Exit {
             if cause.is::<LockHeld>() {
                 return Exit::LockHeld;
             }
-            if cause.is::<ConfigError>() {
+            if cause.is::<ConfigError>() || cause.is::<ConfigErrors>() {
                 return Exit::Config;
             }
             if let Some(e) = cause.downcast_ref::<ConnectorError>() {

@@ -5,6 +5,7 @@ mod connection;
 mod demo;
 mod exit;
 mod inspect;
+mod project;
 mod run;
 mod schedule;
 mod sim;
@@ -58,9 +59,23 @@ enum Command {
     /// Run a pipeline once
     #[command(after_help = "Example:\n  INFOR_ENV=test ionflow run pipelines/m3-items.toml --json")]
     Run(run::RunArgs),
-    /// Check pipelines without calling any API: syntax, keys, jq filters, connections
+    /// Check pipelines without calling any API: syntax, keys, jq filters, templates, connections
     #[command(after_help = "Example:\n  ionflow validate pipelines/*.toml")]
     Validate(run::ValidateArgs),
+    /// Run the [[tests]] of pipelines offline: input records through the transforms and sink rendering
+    #[command(after_help = "Example:\n  ionflow test pipelines/m3-items-to-csv.toml")]
+    Test(run::TestArgs),
+    /// Print the JSON Schema of the pipeline format, for editor completion
+    #[command(after_help = "Example:\n  ionflow schema > pipeline.schema.json")]
+    Schema,
+    /// Create an integration project: an example pipeline, .gitignore and README
+    #[command(after_help = "Example:\n  ionflow init acme-integrations")]
+    Init(project::InitArgs),
+    /// Print a shell completion script
+    #[command(
+        after_help = "Example:\n  ionflow completions bash > ~/.local/share/bash-completion/completions/ionflow"
+    )]
+    Completions(project::CompletionsArgs),
     /// Start the local ION API Gateway simulator and write its .ionapi file
     #[command(after_help = "Example:\n  ionflow sim --port 8787 --ionapi-out sim.ionapi")]
     Sim(sim::SimArgs),
@@ -95,7 +110,7 @@ enum Command {
     /// Check which API paths the connection's authorized app may call (one GET each)
     #[command(
         name = "check-scope",
-        after_help = "Exit code 0: all allowed; 3: some forbidden (403); 1: some answered otherwise.\n\nExample:\n  ionflow check-scope secrets/acme-test.ionapi M3/m3api-rest/v2/execute/MMS200MI/LstItmByItm DATAFABRIC/compass/v2/jobs/"
+        after_help = "Exit code 0: all allowed; 3: some forbidden (403); 1: some answered otherwise.\n\nExample:\n  ionflow check-scope secrets/acme-test.ionapi M3/m3api-rest/v2/execute/MMS200MI/LstItmByItm IDM/api/items/search"
     )]
     CheckScope(connection::CheckScopeArgs),
 }
@@ -117,6 +132,10 @@ pub fn main() -> ExitCode {
             Command::Demo(args) => demo::demo(args, cli.quiet).await,
             Command::Run(args) => run::run(args, cli.quiet).await,
             Command::Validate(args) => run::validate(args).await,
+            Command::Test(args) => run::test(args, cli.quiet),
+            Command::Schema => project::schema(),
+            Command::Init(args) => project::init(args, cli.quiet),
+            Command::Completions(args) => project::completions(args),
             Command::Sim(args) => sim::sim(args).await,
             Command::Inspect(args) => inspect::inspect(args).await,
             Command::Token(args) => connection::token(args).await,

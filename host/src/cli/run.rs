@@ -1,4 +1,4 @@
-//! `ionflow run` and `ionflow validate`.
+//! `ionflow run`, `ionflow validate` and `ionflow test`.
 
 use std::path::PathBuf;
 
@@ -32,10 +32,25 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Exit> {
             super::shutdown_signal(),
         )
         .await?;
+    // A stdout sink owns stdout: the summary then goes to stderr.
+    let stdout_sink = pipeline
+        .config
+        .sinks
+        .iter()
+        .any(|s| matches!(s, crate::pipeline::config::SinkConfig::Stdout(_)));
     if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
+        let json = serde_json::to_string(&summary)?;
+        if stdout_sink {
+            eprintln!("{json}");
+        } else {
+            println!("{json}");
+        }
     } else if !quiet {
-        print!("{summary}");
+        if stdout_sink {
+            eprint!("{summary}");
+        } else {
+            print!("{summary}");
+        }
     }
     Ok(if summary.records_failed > 0 {
         Exit::RecordsFailed
@@ -54,23 +69,82 @@ pub struct ValidateArgs {
     vars: Vec<String>,
 }
 
-/// Checks every file and reports every problem, not just the first file's.
+/// Checks every file and reports every problem, not just the first.
 pub async fn validate(args: ValidateArgs) -> anyhow::Result<Exit> {
     let vars = Variables::new(parse_vars(&args.vars)?);
     let runtime = new_runtime()?;
     let mut worst = Exit::Success;
     for path in &args.pipelines {
-        let checked = match Pipeline::load(path, vars.clone()) {
-            Ok(pipeline) => pipeline.open_connections(&runtime).await.map(|_| ()),
-            Err(e) => Err(e.into()),
-        };
-        match checked {
-            Ok(()) => println!("ok: {}", path.display()),
-            Err(e) => {
-                eprintln!("error: {e:#}");
+        match Pipeline::load(path, vars.clone()) {
+            Ok(pipeline) => match pipeline.open_connections(&runtime).await {
+                Ok(_) => println!("ok: {}", path.display()),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    worst = Exit::Config;
+                }
+            },
+            Err(errors) => {
+                for e in &errors.0 {
+                    eprintln!("error: {e}");
+                }
                 worst = Exit::Config;
             }
         }
     }
     Ok(worst)
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Pipeline files whose [[tests]] to run
+    #[arg(required = true)]
+    pipelines: Vec<PathBuf>,
+    /// Set a variable for ${env.NAME}, overriding the environment (repeatable)
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    vars: Vec<String>,
+}
+
+/// Runs the pipelines' unit tests offline: no connection is opened.
+pub fn test(args: TestArgs, quiet: bool) -> anyhow::Result<Exit> {
+    let vars = Variables::new(parse_vars(&args.vars)?);
+    let (mut passed, mut failed) = (0, 0);
+    for path in &args.pipelines {
+        let pipeline = match Pipeline::load(path, vars.clone()) {
+            Ok(p) => p,
+            Err(errors) => {
+                for e in &errors.0 {
+                    eprintln!("error: {e}");
+                }
+                return Ok(Exit::Config);
+            }
+        };
+        if pipeline.config.tests.is_empty() {
+            eprintln!(
+                "warning: {} has no [[tests]]; add one with `input` and `output`",
+                path.display()
+            );
+        }
+        for result in pipeline.run_tests() {
+            if result.failures.is_empty() {
+                passed += 1;
+                if !quiet {
+                    println!("ok   {} :: {}", path.display(), result.name);
+                }
+            } else {
+                failed += 1;
+                println!("FAIL {} :: {}", path.display(), result.name);
+                for f in &result.failures {
+                    println!("    {f}");
+                }
+            }
+        }
+    }
+    if !quiet || failed > 0 {
+        println!("{passed} passed, {failed} failed");
+    }
+    Ok(if failed > 0 {
+        Exit::RecordsFailed
+    } else {
+        Exit::Success
+    })
 }

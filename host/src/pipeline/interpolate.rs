@@ -1,4 +1,5 @@
-//! `${env.NAME}` and `${env.NAME:-default}` in pipeline strings.
+//! `${env.NAME}`, `${var.NAME}`, `${state.NAME}` and `${env.NAME:-default}`
+//! in pipeline strings.
 //!
 //! Interpolation runs on parsed values, never on the TOML text, so a variable
 //! cannot inject TOML and error positions stay true to the file.
@@ -7,14 +8,49 @@ use std::collections::BTreeMap;
 
 /// Where variables come from: the process environment, with overrides
 /// (from `--var`, or set by `ionflow demo`) taking precedence.
+/// Pipeline variables (`[vars]`) and state values (watermarks) are added
+/// once the pipeline file and its state file are read.
 #[derive(Debug, Clone, Default)]
 pub struct Variables {
     overrides: BTreeMap<String, String>,
+    vars: BTreeMap<String, String>,
+    state: BTreeMap<String, String>,
 }
 
 impl Variables {
     pub fn new(overrides: BTreeMap<String, String>) -> Self {
-        Variables { overrides }
+        Variables {
+            overrides,
+            ..Variables::default()
+        }
+    }
+
+    /// Expands `[vars]` in order of name; a variable may use the environment
+    /// but not another variable, so there is no order to get wrong.
+    pub fn with_pipeline_vars(
+        mut self,
+        raw: &BTreeMap<String, String>,
+    ) -> Result<Self, (String, String)> {
+        let mut vars = BTreeMap::new();
+        for (name, value) in raw {
+            let value = self.expand(value).map_err(|e| (name.clone(), e))?;
+            vars.insert(name.clone(), value);
+        }
+        self.vars = vars;
+        Ok(self)
+    }
+
+    pub fn with_state(mut self, state: BTreeMap<String, String>) -> Self {
+        self.state = state;
+        self
+    }
+
+    pub fn vars(&self) -> &BTreeMap<String, String> {
+        &self.vars
+    }
+
+    pub fn state(&self) -> &BTreeMap<String, String> {
+        &self.state
     }
 
     fn get(&self, name: &str) -> Option<String> {
@@ -49,17 +85,38 @@ impl Variables {
                 Some((name, default)) => (name, Some(default)),
                 None => (expr, None),
             };
-            let name = name.strip_prefix("env.").ok_or_else(|| {
+            let (scope, name) = name.split_once('.').ok_or_else(|| {
                 format!(
-                    "`${{{expr}}}` is not a variable; write ${{env.NAME}} or ${{env.NAME:-default}}"
+                    "`${{{expr}}}` is not a variable; write ${{env.NAME}}, ${{env.NAME:-default}}, \
+                     ${{var.NAME}} or ${{state.NAME}}"
                 )
             })?;
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(format!(
-                    "`${{{expr}}}`: environment variable names use letters, digits and _"
+                    "`${{{expr}}}`: variable names use letters, digits and _"
                 ));
             }
-            match (self.get(name), default) {
+            let value = match scope {
+                "env" => self.get(name),
+                "var" => self.vars.get(name).cloned(),
+                "state" => self.state.get(name).cloned(),
+                _ => {
+                    return Err(format!(
+                        "`${{{expr}}}` is not a variable; write ${{env.NAME}}, ${{var.NAME}} or ${{state.NAME}}"
+                    ));
+                }
+            };
+            if value.is_none() && default.is_none() && scope != "env" {
+                let table = if scope == "var" {
+                    "[vars]"
+                } else {
+                    "[state.watermarks]"
+                };
+                return Err(format!(
+                    "`${{{expr}}}` is not defined; add {name} to {table}"
+                ));
+            }
+            match (value, default) {
                 (Some(value), _) => out.push_str(&value),
                 (None, Some(default)) => out.push_str(default),
                 (None, None) => {

@@ -1,5 +1,12 @@
 //! jq transforms through the jaq crates: compiled once when the pipeline
 //! loads, run once per record.
+//!
+//! The time budget is checked each time the filter emits a value: jaq has
+//! no way to interrupt a filter that computes for long without emitting,
+//! so the budget bounds slow filters and runaway generators (`repeat`,
+//! `range(1e9)`), not a single endless computation.
+
+use std::time::{Duration, Instant};
 
 use jaq_core::load::{Arena, File, Loader};
 use jaq_core::{Compiler, Ctx, Native, Vars, compile, data};
@@ -55,10 +62,30 @@ impl JqFilter {
 
     /// Runs the filter on one record; every output is a record.
     pub fn apply(&self, record: &Value) -> Result<Vec<Value>, String> {
+        self.apply_within(record, None)
+    }
+
+    /// Like [`Self::apply`], failing when the outputs take longer than `budget`.
+    pub fn apply_within(
+        &self,
+        record: &Value,
+        budget: Option<Duration>,
+    ) -> Result<Vec<Value>, String> {
+        let started = Instant::now();
         let input = Val::deserialize(record).map_err(|e| format!("record is not JSON: {e}"))?;
         let ctx = Ctx::<Data>::new(&self.filter.lut, Vars::new([]));
         let mut out = Vec::new();
         for result in self.filter.id.run((ctx, input)) {
+            if let Some(budget) = budget
+                && started.elapsed() > budget
+            {
+                return Err(format!(
+                    "the jq filter took longer than its budget of {} ms for this record \
+                     (after {} outputs); raise timeout_ms or simplify the filter",
+                    budget.as_millis(),
+                    out.len()
+                ));
+            }
             match result {
                 Ok(val) => out.push(to_json(&val)?),
                 Err(exn) => {
@@ -150,5 +177,14 @@ mod tests {
         );
         let f = JqFilter::compile("halt").unwrap();
         assert!(f.apply(&json!(1)).unwrap_err().contains("halt"));
+    }
+
+    #[test]
+    fn runaway_generators_hit_the_time_budget() {
+        let f = JqFilter::compile("repeat(.)").unwrap();
+        let e = f
+            .apply_within(&json!(1), Some(Duration::from_millis(50)))
+            .unwrap_err();
+        assert!(e.contains("budget of 50 ms"), "{e}");
     }
 }

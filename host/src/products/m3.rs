@@ -7,6 +7,9 @@ pub fn execute_path(program: &str, transaction: &str) -> String {
     format!("M3/m3api-rest/v2/execute/{program}/{transaction}")
 }
 
+/// The bulk path: several transactions of one program in one POST.
+pub const BULK_PATH: &str = "M3/m3api-rest/v2/execute";
+
 /// M3 reports transaction errors inside the body, sometimes with HTTP 200:
 /// a client must read `nrOfFailedTransactions` and `errorMessage`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,6 +67,62 @@ pub fn records(status: u16, body: &[u8], transaction: &str) -> Result<Vec<Value>
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default())
+}
+
+/// Per-transaction outcomes of a bulk answer, in request order. A
+/// terminated bulk request fails as a whole.
+pub fn bulk_results(
+    status: u16,
+    body: &[u8],
+    program: &str,
+) -> Result<Vec<Result<(), M3Error>>, M3Error> {
+    let fail = |message: String| M3Error {
+        transaction: program.to_owned(),
+        message,
+    };
+    let envelope: Value = serde_json::from_slice(body).map_err(|e| {
+        fail(format!(
+            "bulk request: HTTP {status} with a body that is not JSON ({e})"
+        ))
+    })?;
+    if envelope.get("wasTerminated").and_then(Value::as_bool) == Some(true) {
+        let reason = envelope
+            .get("terminationReason")
+            .and_then(Value::as_str)
+            .unwrap_or("no reason given");
+        return Err(fail(format!("bulk request terminated: {reason}")));
+    }
+    let results = envelope
+        .get("results")
+        .and_then(Value::as_array)
+        .ok_or_else(|| {
+            fail(format!(
+                "bulk request: HTTP {status} without a `results` array"
+            ))
+        })?;
+    Ok(results
+        .iter()
+        .map(|r| {
+            let transaction = r
+                .get("transaction")
+                .and_then(Value::as_str)
+                .unwrap_or(program);
+            match r.get("errorMessage").and_then(Value::as_str).map(str::trim) {
+                Some(message) if !message.is_empty() => {
+                    let field = r.get("errorField").and_then(Value::as_str).unwrap_or("");
+                    Err(M3Error {
+                        transaction: transaction.to_owned(),
+                        message: if field.is_empty() {
+                            message.to_owned()
+                        } else {
+                            format!("{message} (field {field})")
+                        },
+                    })
+                }
+                _ => Ok(()),
+            }
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -65,6 +65,12 @@ impl ConnectorError {
         }
     }
 
+    /// A 429: the gateway refused the call before it reached the product,
+    /// so even a write may be sent again.
+    pub fn is_rate_limited(&self) -> bool {
+        matches!(self, ConnectorError::Gateway(WitError::RateLimited(_)))
+    }
+
     /// Seconds the gateway asked us to wait, for a 429.
     pub fn retry_after_secs(&self) -> Option<u32> {
         match self {

@@ -158,6 +158,19 @@ impl Catalogue {
 
     /// Adds an item unless its number is taken; returns whether it was added.
     ///
+    /// Changes an existing item and marks it changed now (or later than
+    /// every earlier change, like [`Self::insert`]). `false` when it does not exist.
+    pub(crate) fn update(&mut self, itno: &str, change: impl FnOnce(&mut Item)) -> bool {
+        let latest = self.latest_change_ms;
+        let Some(item) = self.items.get_mut(itno) else {
+            return false;
+        };
+        change(item);
+        item.changed_ms = super::datetime::now_ms().max(latest + 1);
+        self.latest_change_ms = item.changed_ms;
+        true
+    }
+
     /// The item's change time is pushed past every earlier one, so that an
     /// incremental load (`RecordDate > last seen`) finds it even when the
     /// host clock is behind the generated 2026 dates.

@@ -27,6 +27,7 @@ pub(crate) fn router() -> Router<Arc<SimState>> {
         .route("/reset-counters", post(reset_counters))
         .route("/reject-tokens", post(reject_tokens))
         .route("/saml-assertion", get(super::login::issue_assertion))
+        .route("/throttle", post(throttle))
         .route_layer(middleware::from_fn(loopback_only))
 }
 
@@ -62,6 +63,22 @@ async fn expire_tokens(State(state): State<Arc<SimState>>) -> Json<serde_json::V
 
 async fn messages(State(state): State<Arc<SimState>>) -> Json<Vec<ReceivedMessage>> {
     Json(lock(&state.messages).list())
+}
+
+/// The next `count` authenticated business calls answer 429 (as the
+/// gateway's quota policy would), with `Retry-After: retry_after_secs`.
+#[derive(Debug, Default, Clone, Copy, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Throttle {
+    #[serde(rename = "count")]
+    pub(crate) remaining: u32,
+    #[serde(default)]
+    pub(crate) retry_after_secs: u32,
+}
+
+async fn throttle(State(state): State<Arc<SimState>>, Json(request): Json<Throttle>) -> StatusCode {
+    *lock(&state.throttle) = request;
+    StatusCode::NO_CONTENT
 }
 
 async fn reset_counters(State(state): State<Arc<SimState>>) -> StatusCode {

@@ -126,6 +126,9 @@ pub(crate) async fn require_bearer(
                 None => request.uri().path(),
             };
             state.counters.count_api_call(path);
+            if let Some(retry_after_secs) = take_throttle(&state) {
+                return throttled(retry_after_secs);
+            }
             next.run(request).await
         }
         Err(problem) => {
@@ -133,6 +136,29 @@ pub(crate) async fn require_bearer(
             unauthorized(problem)
         }
     }
+}
+
+/// Spends one of the 429s a test asked for through `/__sim/throttle`.
+fn take_throttle(state: &SimState) -> Option<u32> {
+    let mut throttle = lock(&state.throttle);
+    if throttle.remaining == 0 {
+        return None;
+    }
+    throttle.remaining -= 1;
+    Some(throttle.retry_after_secs)
+}
+
+/// The gateway's quota or spike-arrest answer: 429 with `Retry-After`.
+fn throttled(retry_after_secs: u32) -> Response {
+    let mut response = (
+        StatusCode::TOO_MANY_REQUESTS,
+        Json(json!({ "error": "too_many_requests", "error_description": "Quota exceeded" })),
+    )
+        .into_response();
+    if let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
 }
 
 /// Logs method, path, status and latency only: query strings, headers and

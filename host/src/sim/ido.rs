@@ -467,6 +467,201 @@ pub(crate) async fn load_collection(
     }
 }
 
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct UpdateRequest {
+    #[serde(default)]
+    changes: Vec<Change>,
+    #[serde(default, rename = "IDOName")]
+    _ido_name: Option<String>,
+    #[serde(default)]
+    _refresh_after_save: Option<bool>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Change {
+    action: u8,
+    #[serde(default)]
+    _item_id: Option<String>,
+    #[serde(default)]
+    properties: Vec<ChangedProperty>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ChangedProperty {
+    name: String,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default = "yes")]
+    modified: bool,
+    #[serde(default)]
+    _is_null: Option<bool>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct UpdateResponse {
+    success: bool,
+    message: Option<String>,
+}
+
+/// Applies one change to the catalogue: insert (1) or update (2) keyed by
+/// `Item`; deletes (4) are refused, as SLItems deletes are in most sites.
+fn apply_change(catalogue: &mut Catalogue, change: &Change) -> Result<(), String> {
+    let mut values = std::collections::BTreeMap::new();
+    for p in change.properties.iter().filter(|p| p.modified) {
+        let (canonical, _) = find_property(&p.name).ok_or_else(|| {
+            format!(
+                "Property {} does not exist on IDO {IDO_NAME}",
+                clip(&p.name, 40)
+            )
+        })?;
+        values.insert(canonical, p.value.clone().unwrap_or_default());
+    }
+    let item = values
+        .get("Item")
+        .filter(|v| !v.trim().is_empty())
+        .ok_or("The Item property is required")?
+        .clone();
+    if item.chars().count() > 30 {
+        return Err("Item is longer than 30 characters".into());
+    }
+    for read_only in [
+        "RecordDate",
+        "CreateDate",
+        "RowPointer",
+        "UnitWeight",
+        "ProductCode",
+        "MatlType",
+        "Stat",
+    ] {
+        if values.contains_key(read_only) {
+            return Err(format!(
+                "Property {read_only} cannot be changed by the simulator"
+            ));
+        }
+    }
+    let description = values.get("Description").cloned();
+    let um = values.get("UM").cloned();
+    if let Some(um) = &um
+        && !super::catalogue::UNITS.contains(&um.as_str())
+    {
+        return Err(format!("U/M {} is not valid", clip(um, 10)));
+    }
+    match change.action {
+        1 => {
+            let description = description
+                .filter(|d| !d.trim().is_empty())
+                .ok_or("Description is required for a new item")?;
+            let now = datetime::now_ms();
+            let new = Item {
+                itno: item.clone(),
+                itds: description,
+                fuds: String::new(),
+                itty: "FIN".into(),
+                itgr: String::new(),
+                itcl: String::new(),
+                unms: um.unwrap_or_else(|| "EA".into()),
+                stat: "20".into(),
+                resp: "IONFLOW".into(),
+                grwe_milli: 0,
+                newe_milli: 0,
+                created_day: now.div_euclid(MS_PER_DAY),
+                changed_ms: now,
+            };
+            if catalogue.insert(new) {
+                Ok(())
+            } else {
+                Err(format!("Item {item} already exists"))
+            }
+        }
+        2 => {
+            let found = catalogue.update(&item, |i| {
+                if let Some(d) = description {
+                    i.itds = d;
+                }
+                if let Some(u) = um {
+                    i.unms = u;
+                }
+            });
+            if found {
+                Ok(())
+            } else {
+                Err(format!("Item {item} does not exist"))
+            }
+        }
+        4 => Err("Deleting items is not allowed".into()),
+        other => Err(format!(
+            "Action {other} is not valid: use 1 (insert), 2 (update) or 4 (delete)"
+        )),
+    }
+}
+
+/// `POST .../ido/update/{ido}` with `{"Changes": [...]}`; all changes or none.
+pub(crate) async fn update_collection(
+    State(state): State<Arc<SimState>>,
+    Path(ido): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Json<UpdateResponse> {
+    let fail = |message: String| {
+        Json(UpdateResponse {
+            success: false,
+            message: Some(message),
+        })
+    };
+    let has_config = headers
+        .get(CONFIG_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| !v.trim().is_empty());
+    if !has_config {
+        return fail("The X-Infor-MongooseConfig header is required: it names the Mongoose configuration to use.".into());
+    }
+    if !ido.eq_ignore_ascii_case(IDO_NAME) {
+        return fail(format!("IDO {} does not exist", clip(&ido, 40)));
+    }
+    let request: UpdateRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return fail(format!(
+                "The update request is not valid: {}",
+                clip(&e.to_string(), 200)
+            ));
+        }
+    };
+    if request.changes.is_empty() {
+        return fail("The update request has no Changes".into());
+    }
+    let mut catalogue = super::write(&state.catalogue);
+    if let [change] = request.changes.as_slice() {
+        return match apply_change(&mut catalogue, change) {
+            Ok(()) => Json(UpdateResponse {
+                success: true,
+                message: None,
+            }),
+            Err(message) => fail(message),
+        };
+    }
+    // Mongoose saves a request's changes in one transaction.
+    let mut trial = catalogue.clone();
+    for change in &request.changes {
+        if let Err(message) = apply_change(&mut trial, change) {
+            return fail(message);
+        }
+    }
+    *catalogue = trial;
+    Json(UpdateResponse {
+        success: true,
+        message: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,9 @@ pub(crate) struct ReceivedMessage {
     pub(crate) id: String,
     pub(crate) received_at: String,
     pub(crate) content_type: Option<String>,
+    /// From the message parameters, when the body carried them.
+    pub(crate) document_name: Option<String>,
+    pub(crate) from_logical_id: Option<String>,
     /// The parsed document when it was JSON, otherwise its text (lossy UTF-8).
     pub(crate) body: Value,
 }
@@ -43,6 +46,8 @@ impl MessageLog {
             id: id.clone(),
             received_at: datetime::format_timestamp(datetime::now_ms()) + "Z",
             content_type,
+            document_name: text_field(&body, "documentName"),
+            from_logical_id: text_field(&body, "fromLogicalId"),
             body,
         });
         id
@@ -51,6 +56,10 @@ impl MessageLog {
     pub(crate) fn list(&self) -> Vec<ReceivedMessage> {
         self.messages.iter().cloned().collect()
     }
+}
+
+fn text_field(body: &Value, name: &str) -> Option<String> {
+    body.get(name).and_then(Value::as_str).map(str::to_owned)
 }
 
 /// `POST /{ti}/IONSERVICES/api/ion/messaging/service/v2/message`

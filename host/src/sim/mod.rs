@@ -9,9 +9,11 @@
 
 mod catalogue;
 mod codec;
+mod compass;
 mod control;
 mod counters;
 mod credentials;
+mod datalake;
 mod datetime;
 mod entropy;
 mod gateway;
@@ -80,7 +82,7 @@ pub struct SimConfig {
 
 /// Data Fabric is a suite many integration apps are not granted, so calls to
 /// it show what a missing scope looks like out of the box.
-const DEFAULT_UNSCOPED_SUITE: &str = "DATAFABRIC";
+const DEFAULT_UNSCOPED_SUITE: &str = "IDM";
 
 impl Default for SimConfig {
     fn default() -> Self {
@@ -123,6 +125,8 @@ pub(crate) struct SimState {
     counters: CounterStore,
     catalogue: RwLock<Catalogue>,
     messages: Mutex<MessageLog>,
+    compass: Mutex<compass::Jobs>,
+    throttle: Mutex<control::Throttle>,
     logins: Mutex<login::LoginRegistry>,
     /// Fault: answer every business call with 401, however good the token.
     reject_tokens: std::sync::atomic::AtomicBool,
@@ -142,6 +146,8 @@ impl SimState {
             counters: CounterStore::default(),
             catalogue: RwLock::new(Catalogue::generate(config.items)),
             messages: Mutex::new(MessageLog::default()),
+            compass: Mutex::new(compass::Jobs::default()),
+            throttle: Mutex::new(control::Throttle::default()),
             logins: Mutex::new(login::LoginRegistry::default()),
             reject_tokens: std::sync::atomic::AtomicBool::new(false),
             port,
@@ -206,8 +212,36 @@ fn router(state: Arc<SimState>) -> Router {
             get(ido::load_collection),
         )
         .route(
+            "/CSI/IDORequestService/ido/update/{ido}",
+            post(ido::update_collection),
+        )
+        .route(
             "/IONSERVICES/api/ion/messaging/service/v2/message",
             post(ion::send_message),
+        )
+        .route(
+            "/IONSERVICES/datalakeapi/v1/payloads/list",
+            get(datalake::list),
+        )
+        // Compass documents its paths with a trailing slash; clients that
+        // normalise paths send them without one, and both are served.
+        .route("/DATAFABRIC/compass/v2/jobs/", post(compass::submit))
+        .route("/DATAFABRIC/compass/v2/jobs", post(compass::submit))
+        .route(
+            "/DATAFABRIC/compass/v2/jobs/{id}/status/",
+            get(compass::status),
+        )
+        .route(
+            "/DATAFABRIC/compass/v2/jobs/{id}/status",
+            get(compass::status),
+        )
+        .route(
+            "/DATAFABRIC/compass/v2/jobs/{id}/result/",
+            get(compass::result),
+        )
+        .route(
+            "/DATAFABRIC/compass/v2/jobs/{id}/result",
+            get(compass::result),
         )
         // Any other product path: authenticated and scope-checked like the
         // rest, then a 404, as the gateway answers for an API it does not route.

@@ -5,8 +5,10 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use serde_json::Value;
 
-use crate::pipeline::config::M3ListSource;
+use super::Limit;
+use crate::pipeline::config::{M3ListSource, RetryConfig};
 use crate::pipeline::interpolate::Variables;
+use crate::pipeline::retry::{RunStats, gateway_call};
 use crate::products::m3;
 use crate::runtime::{Connection, GatewayRequest, Method};
 
@@ -21,8 +23,10 @@ pub struct M3ListReader {
     /// The key to start the next page at; `None` before the first page.
     next_key: Option<String>,
     start_key: Option<String>,
-    remaining: Option<u64>,
+    limit: Limit,
     done: bool,
+    retry: RetryConfig,
+    stats: Arc<RunStats>,
 }
 
 impl M3ListReader {
@@ -30,6 +34,7 @@ impl M3ListReader {
         config: &M3ListSource,
         connection: Arc<Connection>,
         vars: &Variables,
+        stats: Arc<RunStats>,
     ) -> anyhow::Result<Self> {
         let mut query = Vec::new();
         let mut start_key = None;
@@ -60,13 +65,15 @@ impl M3ListReader {
             query,
             next_key: None,
             start_key,
-            remaining: config.max_records,
+            limit: Limit::new(config.max_records),
             done: false,
+            retry: config.retry,
+            stats,
         })
     }
 
     pub async fn next_page(&mut self) -> anyhow::Result<Option<Vec<Value>>> {
-        if self.done || self.remaining == Some(0) {
+        if self.done || self.limit.reached() {
             return Ok(None);
         }
         let continuing = self.next_key.is_some();
@@ -82,16 +89,15 @@ impl M3ListReader {
             query.push((self.key_field.clone(), key.clone()));
         }
         query.push(("maxrecs".into(), maxrecs.to_string()));
-        let response = self
-            .connection
-            .call(GatewayRequest {
-                method: Method::Get,
-                path: self.path.clone(),
-                query,
-                headers: vec![],
-                body: vec![],
-                timeout_ms: None,
-            })
+        let request = GatewayRequest {
+            method: Method::Get,
+            path: self.path.clone(),
+            query,
+            headers: vec![],
+            body: vec![],
+            timeout_ms: None,
+        };
+        let (response, _) = gateway_call(&self.connection, request, &self.retry, true, &self.stats)
             .await
             .with_context(|| {
                 format!(
@@ -122,11 +128,7 @@ impl M3ListReader {
             })?;
             self.next_key = Some(key.to_owned());
         }
-        if let Some(remaining) = &mut self.remaining {
-            records.truncate(usize::try_from(*remaining).unwrap_or(usize::MAX));
-            *remaining -= records.len() as u64;
-        }
-        Ok(Some(records))
+        Ok(Some(self.limit.take(records)))
     }
 }
 

@@ -1,0 +1,155 @@
+//! Plain HTTP(S) calls for `http` sources and sinks: outside the gateway,
+//! so no token, and `http://` only towards this machine.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use super::config::RetryConfig;
+use super::retry::{RunStats, backoff};
+
+pub struct HttpRequest {
+    pub method: reqwest::Method,
+    pub url: String,
+    pub query: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<(String, Vec<u8>)>,
+    pub timeout: Duration,
+}
+
+pub struct HttpResponse {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// Cleartext HTTP would expose headers (often credentials) on the network.
+pub fn check_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a URL ({e})"))?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let host = parsed.host_str().unwrap_or("");
+            let loopback = host.eq_ignore_ascii_case("localhost")
+                || host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if loopback {
+                Ok(())
+            } else {
+                Err(format!(
+                    "`{url}` uses http:// to a remote host; use https://"
+                ))
+            }
+        }
+        other => Err(format!(
+            "`{url}`: scheme {other} is not supported; use https://"
+        )),
+    }
+}
+
+/// The first bytes of a body, for error messages.
+pub fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn retryable_status(status: u16) -> bool {
+    matches!(status, 429 | 502 | 503 | 504)
+}
+
+/// Sends the request, again after 429/5xx or a network error as the policy
+/// and idempotency allow. Returns the response and the number of retries.
+pub async fn send(
+    client: &reqwest::Client,
+    request: &HttpRequest,
+    policy: &RetryConfig,
+    idempotent: bool,
+    stats: &RunStats,
+) -> anyhow::Result<(HttpResponse, u32)> {
+    let mut attempt = 0;
+    loop {
+        let mut url = reqwest::Url::parse(&request.url)
+            .with_context(|| format!("`{}` is not a URL", request.url))?;
+        if !request.query.is_empty() {
+            url.query_pairs_mut().extend_pairs(&request.query);
+        }
+        let mut builder = client
+            .request(request.method.clone(), url)
+            .timeout(request.timeout);
+        for (name, value) in &request.headers {
+            builder = builder.header(name, value);
+        }
+        if let Some((content_type, body)) = &request.body {
+            builder = builder
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(body.clone());
+        }
+        stats
+            .http_calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let outcome = builder.send().await;
+        let (may_repeat, retry_after, failure) = match outcome {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let retry_after = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u32>().ok());
+                let body = response
+                    .bytes()
+                    .await
+                    .with_context(|| {
+                        format!("{} {}: reading the answer", request.method, request.url)
+                    })?
+                    .to_vec();
+                if !retryable_status(status) {
+                    return Ok((HttpResponse { status, body }, attempt));
+                }
+                (
+                    status == 429 || idempotent,
+                    retry_after,
+                    format!("HTTP {status}: {}", excerpt(&body)),
+                )
+            }
+            // A refused connection never reached the server.
+            Err(e) => (idempotent || e.is_connect(), None, format!("{e}")),
+        };
+        if !may_repeat || attempt >= policy.max_retries {
+            anyhow::bail!(
+                "{} {} failed{}: {failure}",
+                request.method,
+                request.url,
+                if attempt > 0 {
+                    format!(" after {} attempts", attempt + 1)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        tokio::time::sleep(backoff(policy, attempt, retry_after)).await;
+        stats.retried();
+        attempt += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleartext_only_to_loopback() {
+        assert!(check_url("https://example.com/x").is_ok());
+        assert!(check_url("http://127.0.0.1:8080/x").is_ok());
+        assert!(check_url("http://localhost/x").is_ok());
+        assert!(
+            check_url("http://example.com/x")
+                .unwrap_err()
+                .contains("https")
+        );
+        assert!(check_url("ftp://example.com/x").is_err());
+        assert!(check_url("not a url").is_err());
+    }
+}

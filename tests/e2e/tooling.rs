@@ -1,0 +1,144 @@
+//! `ionflow schema`, `init`, `completions`, `test` and `--help`.
+
+use crate::support::{ionflow, run};
+
+#[tokio::test]
+async fn schema_describes_every_kind() {
+    let result = run(ionflow().arg("schema")).await;
+    assert_eq!(result.code, 0, "{}", result.all_output());
+    let schema: serde_json::Value = serde_json::from_str(&result.stdout).unwrap();
+    assert_eq!(schema["title"], "ionflow pipeline");
+    let text = result.stdout;
+    for kind in [
+        "m3_list",
+        "ido",
+        "gateway",
+        "compass",
+        "data_lake",
+        "http",
+        "file",
+        "jq",
+        "stdout",
+        "m3",
+        "m3_bulk",
+        "ido_update",
+        "ion_message",
+    ] {
+        assert!(
+            text.contains(&format!("\"{kind}\"")),
+            "{kind} missing from the schema"
+        );
+    }
+    assert!(
+        text.contains("additionalProperties"),
+        "unknown keys are refused in the schema too"
+    );
+}
+
+#[tokio::test]
+async fn init_scaffolds_a_project_whose_example_tests_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("acme");
+    let result = run(ionflow().arg("init").arg(&project)).await;
+    assert_eq!(result.code, 0, "{}", result.all_output());
+    let gitignore = std::fs::read_to_string(project.join(".gitignore")).unwrap();
+    assert!(gitignore.lines().any(|l| l == "*.ionapi"));
+    assert!(gitignore.lines().any(|l| l == ".ionflow/"));
+    assert!(project.join("README.md").exists());
+    let pipeline = project.join("pipelines/items.toml");
+    let result = run(ionflow().arg("test").arg(&pipeline)).await;
+    assert_eq!(result.code, 0, "{}", result.all_output());
+    assert!(result.stdout.contains("1 passed, 0 failed"));
+    // Without credentials validate names the missing file and how to get it.
+    let result = run(ionflow()
+        .arg("validate")
+        .arg(&pipeline)
+        .env("INFOR_ENV", "dev"))
+    .await;
+    assert_eq!(result.code, 2);
+    assert!(
+        result.stderr.contains("secrets/dev.ionapi"),
+        "{}",
+        result.stderr
+    );
+    let again = run(ionflow().arg("init").arg(&project)).await;
+    assert_eq!(
+        again.code,
+        1,
+        "init never overwrites: {}",
+        again.all_output()
+    );
+}
+
+#[tokio::test]
+async fn a_failing_unit_test_shows_the_difference() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = dir.path().join("t.toml");
+    std::fs::write(
+        &pipeline,
+        r#"
+[source]
+kind = "file"
+path = "in.jsonl"
+[[transforms]]
+kind = "jq"
+filter = "{n: (.n * 2)}"
+[[sinks]]
+kind = "http"
+url = "https://example.com/n/{{ record.n }}"
+[[tests]]
+name = "doubles"
+input = [{ n = 2 }]
+output = [{ n = 5 }]
+[[tests.requests]]
+sink = 0
+expect = [{ url = "https://example.com/n/4", method = "POST", body = { n = 4 } }]
+"#,
+    )
+    .unwrap();
+    let result = run(ionflow().arg("test").arg(&pipeline)).await;
+    assert_eq!(result.code, 4, "{}", result.all_output());
+    assert!(result.stdout.contains("FAIL"), "{}", result.stdout);
+    assert!(
+        result.stdout.contains("expected: [{\"n\":5}]"),
+        "{}",
+        result.stdout
+    );
+    assert!(
+        result.stdout.contains("actual:   [{\"n\":4}]"),
+        "{}",
+        result.stdout
+    );
+    assert!(
+        !result.stdout.contains("sinks[0] for output[0]"),
+        "the request matched: {}",
+        result.stdout
+    );
+}
+
+#[tokio::test]
+async fn completions_and_help_with_examples() {
+    for shell in ["bash", "zsh", "fish"] {
+        let result = run(ionflow().arg("completions").arg(shell)).await;
+        assert_eq!(result.code, 0, "{shell}");
+        assert!(result.stdout.contains("validate"), "{shell}");
+    }
+    for command in [
+        "run",
+        "validate",
+        "test",
+        "schema",
+        "init",
+        "completions",
+        "sim",
+        "demo",
+        "whoami",
+    ] {
+        let result = run(ionflow().arg(command).arg("--help")).await;
+        assert_eq!(result.code, 0, "{command}");
+        assert!(
+            result.stdout.contains("Example:"),
+            "{command} --help has no example"
+        );
+    }
+}
