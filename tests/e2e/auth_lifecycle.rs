@@ -286,6 +286,7 @@ async fn sigterm_during_a_run_stops_it_and_revokes() {
     let (dir, ionapi) = workdir(&sim);
     // One record per call: 50,000 calls take seconds, long enough to interrupt.
     let pipeline = items_pipeline(dir.path(), &ionapi, 1);
+    crate::support::without_rate_limit(&pipeline);
     let child = ionflow()
         .arg("run")
         .arg(&pipeline)

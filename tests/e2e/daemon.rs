@@ -3,10 +3,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::{ionflow, items_pipeline, run, simulator, workdir};
+use crate::support::{ionflow, items_pipeline, run, simulator, without_rate_limit, workdir};
 
 fn scheduled(dir: &Path, ionapi: &Path, page_size: u32, schedule: &str) {
     let file = items_pipeline(dir, ionapi, page_size);
+    without_rate_limit(&file);
     let text = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, format!("schedule = \"{schedule}\"\n{text}")).unwrap();
 }
@@ -160,6 +161,7 @@ async fn a_second_concurrent_run_of_a_pipeline_exits_with_lock_held() {
     let sim = simulator(50_000).await;
     let (dir, ionapi) = workdir(&sim);
     let pipeline = items_pipeline(dir.path(), &ionapi, 1);
+    without_rate_limit(&pipeline);
     let first = ionflow()
         .arg("run")
         .arg(&pipeline)

@@ -13,6 +13,7 @@ mod diagnostics;
 mod examples;
 mod memory;
 mod pipeline_run;
+mod resilience;
 mod sandbox;
 mod secrets;
 mod sinks;

@@ -61,6 +61,17 @@ pub fn workdir(sim: &Simulator) -> (tempfile::TempDir, PathBuf) {
     (dir, ionapi)
 }
 
+/// Lifts the client-side limiter (1,000 calls a minute by default) for
+/// tests that make many calls on purpose.
+pub fn without_rate_limit(pipeline: &Path) {
+    let text = std::fs::read_to_string(pipeline).unwrap().replacen(
+        "[source]",
+        "rate_limit = { requests = 1000000, window_secs = 1 }\n\n[source]",
+        1,
+    );
+    std::fs::write(pipeline, text).unwrap();
+}
+
 /// A pipeline reading every M3 item into `out.jsonl`, next to `ionapi`.
 pub fn items_pipeline(dir: &Path, ionapi: &Path, page_size: u32) -> PathBuf {
     let path = dir.join("items.toml");

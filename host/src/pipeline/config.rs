@@ -70,6 +70,9 @@ pub struct ConnectionConfig {
     /// Revoke the refresh token when the run ends. Default true, except for
     /// `authorization_code`, whose grant a user gave once and must survive runs.
     pub revoke_on_exit: Option<bool>,
+    /// The endpoint policy to stay under; default 1,000 calls per 60 s,
+    /// the gateway's default quota.
+    pub rate_limit: Option<RateLimitConfig>,
     /// For grants kept across runs: how often `ionflow serve` refreshes them
     /// so they never reach Infor's 30-day idle cut-off. Default 25 days.
     pub keepalive_interval_secs: Option<u64>,
@@ -124,6 +127,19 @@ pub enum ClientAuthName {
     Basic,
 }
 
+/// A client-side limit matching the gateway's quota and spike-arrest policy.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Calls allowed per window.
+    pub requests: u32,
+    /// The window, in seconds.
+    pub window_secs: u32,
+    /// Space calls evenly (window / requests apart) instead of allowing bursts.
+    #[serde(default)]
+    pub smoothing: bool,
+}
+
 /// Retries of calls that the gateway refused for now (429, 504, network).
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -131,9 +147,13 @@ pub struct RetryConfig {
     /// Attempts after the first; 0 disables retries.
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
-    /// Wait before the first retry, doubled each time (a 429's Retry-After wins).
+    /// Upper bound of the first retry's wait, doubled each time; the wait is
+    /// drawn at random below it (full jitter). A 429's Retry-After wins.
     #[serde(default = "default_backoff_ms")]
     pub backoff_ms: u64,
+    /// No retry starts after this much time has passed since the first attempt.
+    #[serde(default = "default_max_elapsed_secs")]
+    pub max_elapsed_secs: u64,
 }
 
 impl Default for RetryConfig {
@@ -141,6 +161,7 @@ impl Default for RetryConfig {
         RetryConfig {
             max_retries: default_max_retries(),
             backoff_ms: default_backoff_ms(),
+            max_elapsed_secs: default_max_elapsed_secs(),
         }
     }
 }
@@ -151,6 +172,10 @@ fn default_max_retries() -> u32 {
 
 fn default_backoff_ms() -> u64 {
     500
+}
+
+fn default_max_elapsed_secs() -> u64 {
+    300
 }
 
 // ----------------------------------------------------------------- sources
@@ -821,6 +846,15 @@ impl PipelineConfig {
                     None,
                     "saml_assertion_file and saml_assertion_env are only used with grant = \"saml_bearer\"",
                 ),
+            }
+            if let Some(limit) = &conn.rate_limit
+                && (limit.requests == 0 || limit.window_secs == 0)
+            {
+                problems.add(
+                    &format!("{table}.rate_limit"),
+                    None,
+                    "requests and window_secs must both be at least 1",
+                );
             }
             if conn.timeout_secs.is_some_and(|t| t == 0 || t > 300) {
                 problems.add(

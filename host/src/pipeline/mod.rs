@@ -37,7 +37,7 @@ pub use summary::Summary;
 pub use transform::JqFilter;
 
 use crate::credentials::{self, ResolvedConnection};
-use crate::runtime::{Connection, Runtime};
+use crate::runtime::{Connection, RateLimit, Runtime};
 use crate::schedule::Schedule;
 use config::{Problems, SourceConfig, TransformConfig};
 use dead_letter::DeadLetter;
@@ -182,10 +182,18 @@ impl Pipeline {
         let mut open = BTreeMap::new();
         for name in self.config.connections.keys() {
             let resolved = self.connection(name)?;
-            let connection = runtime
+            let mut connection = runtime
                 .open(name, resolved.ionapi_json.expose(), resolved.options)
                 .await
                 .with_context(|| format!("connection `{name}` ({})", resolved.source))?;
+            connection.set_rate_limit(match self.config.connections[name].rate_limit {
+                Some(limit) => RateLimit {
+                    requests: limit.requests,
+                    window: Duration::from_secs(limit.window_secs.into()),
+                    smoothing: limit.smoothing,
+                },
+                None => RateLimit::default(),
+            });
             open.insert(name.clone(), Arc::new(connection));
         }
         Ok(open)
@@ -268,9 +276,12 @@ impl Pipeline {
         stop: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<Summary> {
         let connections = self.open_connections(runtime).await?;
-        // A guest call cancelled midway would leave its instance unusable,
-        // and the revocation below needs it: so a signal only raises a flag,
-        // and the run stops at the next page boundary.
+        // A guest call cancelled midway leaves its instance unusable, so a
+        // signal first raises a flag and the run stops at the next page
+        // boundary. A page that does not end within STOP_GRACE (a call
+        // waiting on the rate limit, a slow gateway) is abandoned, and the
+        // tokens are revoked through fresh instances instead.
+        const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
         let stopping = std::sync::atomic::AtomicBool::new(false);
         let run = self.run_with(&connections, show_progress, &stopping);
         tokio::pin!(run, stop);
@@ -278,7 +289,17 @@ impl Pipeline {
             outcome = &mut run => outcome,
             () = &mut stop => {
                 stopping.store(true, std::sync::atomic::Ordering::SeqCst);
-                run.await
+                match tokio::time::timeout(STOP_GRACE, &mut run).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => {
+                        tracing::warn!(pipeline = %self.name, "the current page did not end within {} s; abandoning it", STOP_GRACE.as_secs());
+                        match self.open_connections(runtime).await {
+                            Ok(fresh) => self.revoke(&fresh).await,
+                            Err(e) => tracing::warn!("could not reopen connections to revoke: {e:#}"),
+                        }
+                        return Err(Interrupted.into());
+                    }
+                }
             }
         };
         self.revoke(&connections).await;

@@ -30,12 +30,28 @@ impl RunStats {
 /// The longest we wait between two attempts, whatever Retry-After says.
 const MAX_WAIT: Duration = Duration::from_secs(60);
 
+/// The ceiling of the wait before retry `attempt` (0-based).
+fn ceiling(policy: &RetryConfig, attempt: u32) -> Duration {
+    Duration::from_millis(policy.backoff_ms.saturating_mul(1 << attempt.min(16))).min(MAX_WAIT)
+}
+
+/// `Retry-After` when the gateway sent one; else exponential backoff with
+/// full jitter (a random wait below the ceiling), so that many clients
+/// refused at once do not come back at once.
 pub fn backoff(policy: &RetryConfig, attempt: u32, retry_after_secs: Option<u32>) -> Duration {
-    let wait = match retry_after_secs {
-        Some(secs) => Duration::from_secs(secs.into()),
-        None => Duration::from_millis(policy.backoff_ms.saturating_mul(1 << attempt.min(16))),
-    };
-    wait.min(MAX_WAIT)
+    match retry_after_secs {
+        Some(secs) => Duration::from_secs(secs.into()).min(MAX_WAIT),
+        None => {
+            let ceiling = ceiling(policy, attempt).as_millis() as u64;
+            Duration::from_millis(fastrand::u64(0..=ceiling))
+        }
+    }
+}
+
+/// Statuses the gateway answers when the product behind it is briefly
+/// unavailable; like a timeout, they leave a write's outcome unknown.
+fn transient(status: u16) -> bool {
+    matches!(status, 502 | 503)
 }
 
 /// Sends `request`, repeating it as the policy allows. Returns the response
@@ -47,28 +63,40 @@ pub async fn gateway_call(
     idempotent: bool,
     stats: &RunStats,
 ) -> Result<(GatewayResponse, u32), ConnectorError> {
+    let started = std::time::Instant::now();
+    let budget = Duration::from_secs(policy.max_elapsed_secs);
     let mut attempt = 0;
     loop {
-        match connection.call(request.clone()).await {
-            Ok(response) => return Ok((response, attempt)),
-            Err(e) => {
-                let may_repeat =
-                    e.kind() == ErrorKind::Unavailable && (idempotent || e.is_rate_limited());
-                if !may_repeat || attempt >= policy.max_retries {
-                    return Err(e);
-                }
-                let wait = backoff(policy, attempt, e.retry_after_secs());
-                tracing::info!(
-                    path = %request.path,
-                    attempt = attempt + 1,
-                    wait_ms = wait.as_millis() as u64,
-                    "gateway unavailable ({e}); retrying"
-                );
-                tokio::time::sleep(wait).await;
-                stats.retried();
-                attempt += 1;
+        let outcome = connection.call(request.clone()).await;
+        let (reason, retry_after) = match &outcome {
+            Ok(response) if transient(response.status) && idempotent => {
+                (format!("HTTP {}", response.status), None)
             }
+            Ok(_) => return outcome.map(|response| (response, attempt)),
+            Err(e) if e.kind() == ErrorKind::Unavailable && (idempotent || e.is_rate_limited()) => {
+                (e.to_string(), e.retry_after_secs())
+            }
+            Err(_) => return outcome.map(|response| (response, attempt)),
+        };
+        let wait = backoff(policy, attempt, retry_after);
+        if attempt >= policy.max_retries || started.elapsed() + wait > budget {
+            tracing::warn!(
+                path = %request.path,
+                attempts = attempt + 1,
+                "giving up after {reason}"
+            );
+            // The last answer stands: a 5xx response, or the error.
+            return outcome.map(|response| (response, attempt));
         }
+        tracing::info!(
+            path = %request.path,
+            attempt = attempt + 1,
+            wait_ms = wait.as_millis() as u64,
+            "retrying after {reason}"
+        );
+        tokio::time::sleep(wait).await;
+        stats.retried();
+        attempt += 1;
     }
 }
 
@@ -77,13 +105,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_and_honours_retry_after() {
+    fn backoff_doubles_with_full_jitter_and_honours_retry_after() {
         let p = RetryConfig {
             max_retries: 3,
             backoff_ms: 100,
+            max_elapsed_secs: 300,
         };
-        assert_eq!(backoff(&p, 0, None), Duration::from_millis(100));
-        assert_eq!(backoff(&p, 2, None), Duration::from_millis(400));
+        let waits: Vec<Duration> = (0..200).map(|_| backoff(&p, 2, None)).collect();
+        assert!(waits.iter().all(|w| *w <= Duration::from_millis(400)));
+        assert!(
+            waits.iter().any(|w| *w < Duration::from_millis(200)),
+            "waits are spread below the ceiling"
+        );
+        assert_eq!(ceiling(&p, 0), Duration::from_millis(100));
+        assert_eq!(ceiling(&p, 30), MAX_WAIT);
         assert_eq!(backoff(&p, 0, Some(2)), Duration::from_secs(2));
         assert_eq!(backoff(&p, 0, Some(3600)), MAX_WAIT);
     }

@@ -14,6 +14,7 @@ use super::bindings::ionflow::gateway::types::Error as WitError;
 use super::bindings::{Connector, ConnectorPre};
 use super::capabilities::{HostState, HttpTransport, TokenStore};
 use super::engine::EPOCH_TICK;
+use super::rate_limit::{Limiter, RateLimit};
 use super::token::AccessToken;
 use super::{
     AuthorizationStart, ConnectionInfo, ConnectionOptions, ConnectorError, GatewayRequest,
@@ -126,6 +127,7 @@ pub struct Connection {
     deadline: Duration,
     instances: Vec<Mutex<Instance>>,
     next: AtomicUsize,
+    limiter: Option<Limiter>,
 }
 
 impl Connection {
@@ -193,6 +195,7 @@ impl Connection {
             deadline,
             instances: opened,
             next: AtomicUsize::new(0),
+            limiter: None,
         })
     }
 
@@ -207,6 +210,11 @@ impl Connection {
 
     pub fn stats(&self) -> &ConnectionStats {
         &self.stats
+    }
+
+    /// Business calls wait as needed to stay within `limit`.
+    pub fn set_rate_limit(&mut self, limit: RateLimit) {
+        self.limiter = Some(Limiter::new(limit));
     }
 
     pub fn instances(&self) -> usize {
@@ -269,6 +277,9 @@ impl Connection {
     }
 
     pub async fn call(&self, request: GatewayRequest) -> Result<GatewayResponse, ConnectorError> {
+        if let Some(limiter) = &self.limiter {
+            limiter.acquire().await;
+        }
         self.run(|b, s, h| {
             Box::pin(async move { b.ionflow_gateway_gateway().call_call(s, h, &request).await })
         })

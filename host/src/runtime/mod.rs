@@ -6,6 +6,7 @@ pub mod capabilities;
 mod connection;
 mod engine;
 mod error;
+mod rate_limit;
 mod token;
 
 pub use bindings::exports::ionflow::gateway::auth::{
@@ -19,6 +20,7 @@ pub use bindings::ionflow::gateway::types::Method;
 pub use connection::{Connection, ConnectionStats, SandboxLimits};
 pub use engine::Runtime;
 pub use error::{ConnectorError, ErrorKind};
+pub use rate_limit::RateLimit;
 pub use token::AccessToken;
 
 /// Options with every setting at the connector's default.

@@ -28,6 +28,8 @@ pub(crate) fn router() -> Router<Arc<SimState>> {
         .route("/reject-tokens", post(reject_tokens))
         .route("/saml-assertion", get(super::login::issue_assertion))
         .route("/throttle", post(throttle))
+        .route("/faults", post(add_fault).delete(clear_faults))
+        .route("/quota", post(set_quota))
         .route_layer(middleware::from_fn(loopback_only))
 }
 
@@ -103,4 +105,43 @@ async fn reject_tokens(
         .reject_tokens
         .store(enabled, std::sync::atomic::Ordering::SeqCst);
     Json(json!({ "reject_tokens": enabled })).into_response()
+}
+
+/// `POST /__sim/faults` with a fault (see `faults::Fault`): the next `count`
+/// business calls under `path_prefix` get `status`, a delay, or a dropped
+/// connection.
+async fn add_fault(
+    State(state): State<Arc<SimState>>,
+    Json(fault): Json<super::faults::Fault>,
+) -> StatusCode {
+    lock(&state.faults).add(fault);
+    StatusCode::NO_CONTENT
+}
+
+/// `DELETE /__sim/faults`: forget every pending fault.
+async fn clear_faults(State(state): State<Arc<SimState>>) -> StatusCode {
+    lock(&state.faults).clear();
+    StatusCode::NO_CONTENT
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuotaRequest {
+    /// 0 turns the quota off.
+    requests: u32,
+    window_secs: u64,
+}
+
+/// `POST /__sim/quota` `{"requests": N, "window_secs": S}`: the gateway's quota policy.
+async fn set_quota(
+    State(state): State<Arc<SimState>>,
+    Json(request): Json<QuotaRequest>,
+) -> StatusCode {
+    *lock(&state.quota) = (request.requests > 0).then(|| {
+        super::faults::Quota::new(
+            request.requests,
+            std::time::Duration::from_secs(request.window_secs.max(1)),
+        )
+    });
+    StatusCode::NO_CONTENT
 }

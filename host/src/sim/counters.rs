@@ -31,6 +31,10 @@ pub struct TokenRequestCounts {
 #[serde(default)]
 pub struct Counters {
     pub token_requests: TokenRequestCounts,
+    /// 429s sent by the quota policy, `/__sim/throttle` or a fault.
+    pub rate_limited: u64,
+    /// Answers replaced or delayed by `/__sim/faults`.
+    pub faults_injected: u64,
     /// Error responses from the token endpoint (any grant, any reason).
     pub token_errors: u64,
     /// Refresh attempts with a refresh token that had already been rotated.

@@ -126,8 +126,38 @@ pub(crate) async fn require_bearer(
                 None => request.uri().path(),
             };
             state.counters.count_api_call(path);
-            if let Some(retry_after_secs) = take_throttle(&state) {
+            // The quota is the gateway's own policy: it answers before the product.
+            let over_quota = lock(&state.quota)
+                .as_mut()
+                .and_then(|quota| quota.check(Instant::now()));
+            if let Some(retry_after_secs) = over_quota.or_else(|| take_throttle(&state)) {
+                state.counters.update(|c| c.rate_limited += 1);
                 return throttled(retry_after_secs);
+            }
+            let product_path = path
+                .trim_start_matches('/')
+                .split_once('/')
+                .map_or("", |(_, rest)| rest)
+                .to_owned();
+            let fault = lock(&state.faults).take(&product_path);
+            let mut delay = std::time::Duration::from_millis(state.config.slow_ms);
+            if let Some(fault) = fault {
+                state.counters.update(|c| {
+                    c.faults_injected += 1;
+                    if fault.status == Some(429) {
+                        c.rate_limited += 1;
+                    }
+                });
+                match fault.inject() {
+                    super::faults::Injected::Answer(response) => {
+                        tokio::time::sleep(std::time::Duration::from_millis(fault.delay_ms)).await;
+                        return response;
+                    }
+                    super::faults::Injected::Delay(extra) => delay += extra,
+                }
+            }
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
             }
             next.run(request).await
         }
@@ -150,15 +180,7 @@ fn take_throttle(state: &SimState) -> Option<u32> {
 
 /// The gateway's quota or spike-arrest answer: 429 with `Retry-After`.
 fn throttled(retry_after_secs: u32) -> Response {
-    let mut response = (
-        StatusCode::TOO_MANY_REQUESTS,
-        Json(json!({ "error": "too_many_requests", "error_description": "Quota exceeded" })),
-    )
-        .into_response();
-    if let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string()) {
-        response.headers_mut().insert(header::RETRY_AFTER, value);
-    }
-    response
+    super::faults::too_many_requests(retry_after_secs)
 }
 
 /// Logs method, path, status and latency only: query strings, headers and

@@ -16,6 +16,7 @@ mod credentials;
 mod datalake;
 mod datetime;
 mod entropy;
+mod faults;
 mod gateway;
 mod ido;
 mod ion;
@@ -78,10 +79,19 @@ pub struct SimConfig {
     /// has no scope for: calls below them get 403
     #[arg(long, value_delimiter = ',', default_value = DEFAULT_UNSCOPED_SUITE)]
     pub unscoped_suites: Vec<String>,
+    /// The gateway's quota policy: at most this many business calls per
+    /// `--quota-window-secs`, then 429 with Retry-After (none by default)
+    #[arg(long)]
+    pub quota_requests: Option<u32>,
+    #[arg(long, default_value_t = 60)]
+    pub quota_window_secs: u64,
+    /// Delay every business answer by this many milliseconds
+    #[arg(long, default_value_t = 0)]
+    pub slow_ms: u64,
 }
 
-/// Data Fabric is a suite many integration apps are not granted, so calls to
-/// it show what a missing scope looks like out of the box.
+/// Document Management is a suite many integration apps are not granted, so
+/// calls to it show what a missing scope looks like out of the box.
 const DEFAULT_UNSCOPED_SUITE: &str = "IDM";
 
 impl Default for SimConfig {
@@ -93,6 +103,9 @@ impl Default for SimConfig {
             issue_refresh_tokens: true,
             items: 2500,
             unscoped_suites: vec![DEFAULT_UNSCOPED_SUITE.to_owned()],
+            quota_requests: None,
+            quota_window_secs: 60,
+            slow_ms: 0,
         }
     }
 }
@@ -127,6 +140,8 @@ pub(crate) struct SimState {
     messages: Mutex<MessageLog>,
     compass: Mutex<compass::Jobs>,
     throttle: Mutex<control::Throttle>,
+    faults: Mutex<faults::Faults>,
+    quota: Mutex<Option<faults::Quota>>,
     logins: Mutex<login::LoginRegistry>,
     /// Fault: answer every business call with 401, however good the token.
     reject_tokens: std::sync::atomic::AtomicBool,
@@ -148,6 +163,13 @@ impl SimState {
             messages: Mutex::new(MessageLog::default()),
             compass: Mutex::new(compass::Jobs::default()),
             throttle: Mutex::new(control::Throttle::default()),
+            faults: Mutex::new(faults::Faults::default()),
+            quota: Mutex::new(config.quota_requests.map(|requests| {
+                faults::Quota::new(
+                    requests,
+                    std::time::Duration::from_secs(config.quota_window_secs.max(1)),
+                )
+            })),
             logins: Mutex::new(login::LoginRegistry::default()),
             reject_tokens: std::sync::atomic::AtomicBool::new(false),
             port,
