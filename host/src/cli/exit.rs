@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use crate::pipeline::{ConfigError, Interrupted};
-use crate::runtime::{ConnectorError, ErrorKind};
+use crate::runtime::{ComponentError, ConnectorError, ErrorKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -36,7 +36,9 @@ impl Exit {
             if cause.is::<Interrupted>() {
                 return Exit::Interrupted;
             }
-            if cause.is::<ConfigError>() {
+            // A pipeline or connector component that cannot be used as
+            // configured: the user fixes a file, not the network.
+            if cause.is::<ConfigError>() || cause.is::<ComponentError>() {
                 return Exit::Config;
             }
             if let Some(e) = cause.downcast_ref::<ConnectorError>() {

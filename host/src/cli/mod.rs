@@ -2,6 +2,7 @@
 
 mod auth;
 mod connection;
+mod connector;
 mod demo;
 mod exit;
 mod run;
@@ -76,6 +77,9 @@ enum Command {
         after_help = "Example (cron, weekly):\n  0 6 * * 1  ionflow keepalive /secrets/acme-web.ionapi"
     )]
     Keepalive(auth::StoredGrantArgs),
+    /// The connector component and its WIT contract, for embedding in other hosts
+    #[command(subcommand)]
+    Connector(connector::ConnectorCommand),
 }
 
 /// Parses the command line, runs the command and turns its outcome into an
@@ -100,6 +104,7 @@ pub fn main() -> ExitCode {
             Command::Login(args) => auth::login(args, cli.quiet).await,
             Command::Logout(args) => auth::logout(args).await,
             Command::Keepalive(args) => auth::keepalive(args).await,
+            Command::Connector(command) => connector::connector(command).await,
         }
     });
     match outcome {

@@ -45,6 +45,9 @@ pub struct ConnectionConfig {
     /// Revoke the refresh token when the run ends. Default true, except for
     /// `authorization_code`, whose grant a user gave once and must survive runs.
     pub revoke_on_exit: Option<bool>,
+    /// A connector component (`.wasm`) implementing `ionflow:gateway/connector`,
+    /// relative to the pipeline file; the connector built into ionflow when absent.
+    pub connector: Option<String>,
 }
 
 impl ConnectionConfig {

@@ -112,8 +112,19 @@ impl Pipeline {
                 max_payload_bytes: None,
                 saml_assertion,
             };
+            let connector = match &conn.connector {
+                Some(raw) => {
+                    let path = self.base_dir.join(self.vars.expand(raw).map_err(|e| {
+                        ConfigError::new(&self.file, format!("connections.{name}.connector: {e}"))
+                    })?);
+                    runtime.load_connector_file(&path).with_context(|| {
+                        format!("{}: connections.{name}.connector", self.file.display())
+                    })?
+                }
+                None => runtime.embedded_connector().clone(),
+            };
             let connection = runtime
-                .open(name, &json, options)
+                .open_with(&connector, name, &json, options, 1)
                 .await
                 .with_context(|| format!("connection `{name}` ({origin})"))?;
             open.insert(name.clone(), Arc::new(connection));

@@ -3,7 +3,9 @@
 
 mod bindings;
 pub mod capabilities;
+mod components;
 mod connection;
+pub mod contract;
 mod engine;
 mod error;
 
@@ -14,8 +16,9 @@ pub use bindings::exports::ionflow::gateway::gateway::{
     Request as GatewayRequest, Response as GatewayResponse,
 };
 pub use bindings::ionflow::gateway::types::Method;
+pub use components::{ComponentDigest, ComponentError, ConnectorComponent, WORLD};
 pub use connection::{Connection, ConnectionStats};
-pub use engine::Runtime;
+pub use engine::{EMBEDDED_CONNECTOR, Runtime};
 pub use error::{ConnectorError, ErrorKind};
 
 /// Options with every setting at the connector's default.
