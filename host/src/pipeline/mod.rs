@@ -121,7 +121,7 @@ impl Pipeline {
                         format!("{}: connections.{name}.connector", self.file.display())
                     })?
                 }
-                None => runtime.embedded_connector().clone(),
+                None => runtime.default_connector().clone(),
             };
             let connection = runtime
                 .open_with(&connector, name, &json, options, 1)

@@ -33,7 +33,8 @@ pub struct Runtime {
     linker: Linker<HostState>,
     required: RequiredExports,
     cache_dir: Option<PathBuf>,
-    embedded: ConnectorComponent,
+    /// The embedded connector unless `with_component` chose another.
+    default: ConnectorComponent,
     /// Components loaded from files, by digest: two connections naming the
     /// same bytes share one compiled component.
     loaded: Mutex<HashMap<ComponentDigest, ConnectorComponent>>,
@@ -47,6 +48,16 @@ impl Runtime {
     /// Compiles the embedded connector, or loads it from `cache_dir` when a
     /// precompiled copy for this exact component and engine exists.
     pub fn new(tokens: Arc<dyn TokenStore>, cache_dir: Option<&Path>) -> anyhow::Result<Self> {
+        Self::with_component(EMBEDDED_CONNECTOR, tokens, cache_dir)
+    }
+
+    /// Makes `wasm`, another component of the same world, the default in
+    /// place of the embedded connector.
+    pub fn with_component(
+        wasm: &[u8],
+        tokens: Arc<dyn TokenStore>,
+        cache_dir: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let mut config = Config::new();
         // Every guest call runs against a deadline, so a runaway connector
         // fails its call instead of hanging the host.
@@ -61,13 +72,25 @@ impl Runtime {
         let required = RequiredExports::of(&engine, &compiled.0);
         let embedded = components::link(&engine, &linker, &required, compiled, "embedded")
             .context("the embedded connector does not fit this build of ionflow")?;
+        let default = if wasm == EMBEDDED_CONNECTOR {
+            embedded
+        } else {
+            let compiled = components::compile(&engine, wasm, "the default component", cache_dir)?;
+            components::link(
+                &engine,
+                &linker,
+                &required,
+                compiled,
+                "the default component",
+            )?
+        };
         Ok(Runtime {
             _ticker: EpochTicker::start(engine.clone()),
             engine,
             linker,
             required,
             cache_dir: cache_dir.map(Path::to_path_buf),
-            embedded,
+            default,
             loaded: Mutex::new(HashMap::new()),
             transport: HttpTransport::new()?,
             tokens,
@@ -79,9 +102,9 @@ impl Runtime {
         &self.transport
     }
 
-    /// The connector built into this binary, used when a connection names none.
-    pub fn embedded_connector(&self) -> &ConnectorComponent {
-        &self.embedded
+    /// The component used when a connection names none: the embedded connector.
+    pub fn default_connector(&self) -> &ConnectorComponent {
+        &self.default
     }
 
     /// Loads a connector component from a file: a newer build of the
@@ -102,8 +125,8 @@ impl Runtime {
         origin: &str,
     ) -> Result<ConnectorComponent, ComponentError> {
         let digest = ComponentDigest::of(wasm);
-        if digest == self.embedded.digest() {
-            return Ok(self.embedded.clone());
+        if digest == self.default.digest() {
+            return Ok(self.default.clone());
         }
         if let Some(known) = self.loaded().get(&digest) {
             return Ok(known.clone());
@@ -121,7 +144,7 @@ impl Runtime {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Opens a connection from `.ionapi` JSON on the embedded connector.
+    /// Opens a connection from `.ionapi` JSON on the default connector.
     /// No network call happens here.
     pub async fn open(
         &self,
@@ -132,7 +155,7 @@ impl Runtime {
         self.open_pool(name, ionapi_json, options, 1).await
     }
 
-    /// Opens a connection served by `instances` instances of the embedded
+    /// Opens a connection served by `instances` instances of the default
     /// connector, for calls in parallel. They share tokens through the token store.
     pub async fn open_pool(
         &self,
@@ -141,7 +164,7 @@ impl Runtime {
         options: ConnectionOptions,
         instances: usize,
     ) -> Result<Connection, ConnectorError> {
-        self.open_with(&self.embedded, name, ionapi_json, options, instances)
+        self.open_with(&self.default, name, ionapi_json, options, instances)
             .await
     }
 
