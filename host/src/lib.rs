@@ -9,4 +9,6 @@ pub mod cli;
 pub mod pipeline;
 pub mod products;
 pub mod runtime;
+pub mod schedule;
+pub mod serve;
 pub mod sim;

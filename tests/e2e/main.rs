@@ -8,6 +8,7 @@ mod auth_lifecycle;
 mod connector_calls;
 mod contract;
 mod credentials_file;
+mod daemon;
 mod demo;
 mod embedding;
 mod pipeline_run;

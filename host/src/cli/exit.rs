@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use crate::pipeline::run_lock::LockHeld;
 use crate::pipeline::{ConfigError, Interrupted};
 use crate::runtime::{ComponentError, ConnectorError, ErrorKind};
 
@@ -19,6 +20,8 @@ pub enum Exit {
     RecordsFailed = 4,
     /// The gateway or network was unavailable (timeouts, 429, 504, connection errors).
     Unavailable = 5,
+    /// Another run of the same pipeline holds its lock (EX_TEMPFAIL).
+    LockHeld = 75,
     /// Stopped by SIGINT or SIGTERM; tokens were revoked where configured.
     Interrupted = 130,
 }
@@ -35,6 +38,9 @@ impl Exit {
         for cause in error.chain() {
             if cause.is::<Interrupted>() {
                 return Exit::Interrupted;
+            }
+            if cause.is::<LockHeld>() {
+                return Exit::LockHeld;
             }
             // A pipeline or connector component that cannot be used as
             // configured: the user fixes a file, not the network.

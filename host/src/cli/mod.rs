@@ -6,6 +6,7 @@ mod connector;
 mod demo;
 mod exit;
 mod run;
+mod schedule;
 mod sim;
 
 use std::collections::BTreeMap;
@@ -72,6 +73,12 @@ enum Command {
     /// Revoke a connection's refresh token and forget its tokens
     #[command(after_help = "Example:\n  ionflow logout secrets/acme-web.ionapi")]
     Logout(auth::StoredGrantArgs),
+    /// Run every scheduled pipeline of a folder on its cron schedule until SIGTERM
+    #[command(after_help = "Example:\n  ionflow serve pipelines/ --status-addr 127.0.0.1:9187")]
+    Serve(schedule::ServeArgs),
+    /// Print the next fire times of a pipeline's schedule, in its time zone and UTC
+    #[command(after_help = "Example:\n  ionflow schedule pipelines/m3-items.toml --count 5")]
+    Schedule(schedule::ScheduleArgs),
     /// Spend and rotate the stored refresh token now, so it never reaches the idle cut-off
     #[command(
         after_help = "Example (cron, weekly):\n  0 6 * * 1  ionflow keepalive /secrets/acme-web.ionapi"
@@ -104,6 +111,8 @@ pub fn main() -> ExitCode {
             Command::Login(args) => auth::login(args, cli.quiet).await,
             Command::Logout(args) => auth::logout(args).await,
             Command::Keepalive(args) => auth::keepalive(args).await,
+            Command::Serve(args) => schedule::serve_command(args).await,
+            Command::Schedule(args) => schedule::schedule(args).await,
             Command::Connector(command) => connector::connector(command).await,
         }
     });
@@ -117,8 +126,11 @@ pub fn main() -> ExitCode {
 }
 
 fn init_logging(cli: &Cli) {
+    // A daemon's run events are its output; a one-shot command stays quiet.
+    let daemon = matches!(cli.command, Command::Serve(_));
     let default = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
+        (false, 0) if daemon => "info",
         (false, 0) => "warn",
         (false, 1) => "info",
         (false, 2) => "debug",

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{Exit, interactive, new_runtime, parse_vars};
+use crate::pipeline::run_lock::RunLock;
 use crate::pipeline::{Pipeline, Variables};
 
 #[derive(Debug, Args)]
@@ -22,6 +23,7 @@ pub struct RunArgs {
 pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Exit> {
     let vars = Variables::new(parse_vars(&args.vars)?);
     let pipeline = Pipeline::load(&args.pipeline, vars)?;
+    let _lock = RunLock::try_acquire(&super::state_dir()?, &args.pipeline)?;
     let runtime = new_runtime()?;
     let summary = pipeline
         .run_until(

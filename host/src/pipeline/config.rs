@@ -14,6 +14,16 @@ pub struct PipelineConfig {
     /// Defaults to the file name without extension.
     pub name: Option<String>,
     pub description: Option<String>,
+    /// Cron expression for `ionflow serve`: 5 fields, 6 with seconds, or `@hourly`-style.
+    pub schedule: Option<String>,
+    /// IANA time zone the schedule is read in; default UTC.
+    pub timezone: Option<String>,
+    /// What `serve` does when a tick finds the previous run still going.
+    #[serde(default)]
+    pub overlap: Overlap,
+    /// What `serve` does with ticks that passed while it was not running.
+    #[serde(default)]
+    pub missed_runs: MissedRuns,
     #[serde(default)]
     pub connections: BTreeMap<String, ConnectionConfig>,
     pub source: SourceConfig,
@@ -45,16 +55,45 @@ pub struct ConnectionConfig {
     /// Revoke the refresh token when the run ends. Default true, except for
     /// `authorization_code`, whose grant a user gave once and must survive runs.
     pub revoke_on_exit: Option<bool>,
+    /// For grants kept across runs: how often `ionflow serve` refreshes them
+    /// so they never reach Infor's 30-day idle cut-off. Default 25 days.
+    pub keepalive_interval_secs: Option<u64>,
     /// A connector component (`.wasm`) implementing `ionflow:gateway/connector`,
     /// relative to the pipeline file; the connector built into ionflow when absent.
     pub connector: Option<String>,
 }
 
 impl ConnectionConfig {
+    pub fn keepalive_interval_secs(&self) -> u64 {
+        self.keepalive_interval_secs
+            .unwrap_or(25 * 24 * 3600)
+            .max(1)
+    }
+
     pub fn revokes_on_exit(&self) -> bool {
         self.revoke_on_exit
             .unwrap_or(self.grant != Some(GrantName::AuthorizationCode))
     }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overlap {
+    /// Skip the tick (logged).
+    #[default]
+    Skip,
+    /// Run once more as soon as the current run ends (at most one queued).
+    Queue,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MissedRuns {
+    /// Ticks missed during downtime are not made up.
+    #[default]
+    Skip,
+    /// One run at start-up if any tick was missed since the last run.
+    RunOnce,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -281,6 +320,24 @@ fn unknown_key_offset(text: &str, table_start: usize, message: &str) -> Option<u
             && rest.trim_start().starts_with('=')
         {
             return Some(offset + (line.len() - trimmed.len()));
+        }
+        offset += line.len();
+    }
+    None
+}
+
+/// Where a top-level string value starts, for errors inside the value.
+pub fn value_position(text: &str, key: &str, offset_in_value: usize) -> Option<(usize, usize)> {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if let Some(rest) = trimmed.strip_prefix(key)
+            && let Some(value) = rest.trim_start().strip_prefix('=')
+        {
+            let value = value.trim_start();
+            let quote = usize::from(value.starts_with(['"', '\'']));
+            let start = offset + (line.len() - value.len()) + quote + offset_in_value;
+            return Some(line_col(text, start));
         }
         offset += line.len();
     }

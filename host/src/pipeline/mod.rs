@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod interpolate;
+pub mod run_lock;
 mod sink;
 mod source;
 mod summary;
@@ -24,6 +25,7 @@ pub use summary::Summary;
 pub use transform::JqFilter;
 
 use crate::runtime::{ClientAuth, Connection, ConnectionOptions, Grant, Runtime};
+use crate::schedule::Schedule;
 use config::{ClientAuthName, GrantName, TransformConfig};
 use sink::Sink;
 use source::Source;
@@ -42,6 +44,7 @@ pub struct Pipeline {
     /// Relative paths in the pipeline resolve against this folder.
     pub base_dir: PathBuf,
     pub config: PipelineConfig,
+    pub schedule: Option<Schedule>,
     transforms: Vec<JqFilter>,
     vars: Variables,
 }
@@ -71,6 +74,23 @@ impl Pipeline {
                     .map_err(|e| ConfigError::new(file, format!("transforms[{i}].filter: {e}"))),
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let schedule = match &config.schedule {
+            None => None,
+            Some(expression) => Some(
+                Schedule::parse(expression, config.timezone.as_deref()).map_err(|e| {
+                    let key = if e.message.starts_with("timezone") {
+                        "timezone"
+                    } else {
+                        "schedule"
+                    };
+                    ConfigError {
+                        file: file.to_owned(),
+                        position: config::value_position(text, key, e.offset.unwrap_or(0)),
+                        message: e.message,
+                    }
+                })?,
+            ),
+        };
         let name = config.name.clone().unwrap_or_else(|| {
             file.file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
@@ -81,6 +101,7 @@ impl Pipeline {
             file: file.to_owned(),
             base_dir: base_dir.to_owned(),
             config,
+            schedule,
             transforms,
             vars,
         })

@@ -1,0 +1,78 @@
+//! `ionflow schedule` (check an expression) and `ionflow serve` (the daemon).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clap::Args;
+
+use super::{Exit, new_runtime, parse_vars, shutdown_signal, state_dir};
+use crate::pipeline::{Pipeline, Variables};
+use crate::serve::{ServeOptions, serve};
+
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    /// The pipeline file whose `schedule` to show
+    pipeline: PathBuf,
+    /// How many fire times to print
+    #[arg(long, default_value_t = 10)]
+    count: usize,
+    /// Start from this instant (RFC 3339) instead of now
+    #[arg(long)]
+    from: Option<DateTime<Utc>>,
+}
+
+pub async fn schedule(args: ScheduleArgs) -> anyhow::Result<Exit> {
+    let pipeline = Pipeline::load(&args.pipeline, Variables::default())?;
+    let Some(schedule) = &pipeline.schedule else {
+        anyhow::bail!(
+            "{} has no schedule; add e.g. schedule = \"*/15 * * * *\"",
+            args.pipeline.display()
+        );
+    };
+    println!(
+        "{} ({}), time zone {}",
+        schedule.expression,
+        schedule.describe(),
+        schedule.timezone
+    );
+    for time in schedule.upcoming(args.from.unwrap_or_else(Utc::now), args.count) {
+        println!(
+            "{}  {}",
+            time.format("%Y-%m-%d %H:%M:%S %Z"),
+            time.with_timezone(&Utc).format("%Y-%m-%dT%H:%M:%SZ")
+        );
+    }
+    Ok(Exit::Success)
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Folder of pipeline files; those with a `schedule` are run on it
+    dir: PathBuf,
+    /// Serve `GET /status` on this loopback address (e.g. 127.0.0.1:9187)
+    #[arg(long)]
+    status_addr: Option<SocketAddr>,
+    /// Seconds running runs get to finish after SIGTERM/SIGINT
+    #[arg(long, default_value_t = 30)]
+    grace_secs: u64,
+    /// Set a variable for ${env.NAME}, overriding the environment (repeatable)
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    vars: Vec<String>,
+}
+
+pub async fn serve_command(args: ServeArgs) -> anyhow::Result<Exit> {
+    let options = ServeOptions {
+        dir: args.dir,
+        state_dir: state_dir()?,
+        status_addr: args.status_addr,
+        grace: Duration::from_secs(args.grace_secs),
+        vars: Variables::new(parse_vars(&args.vars)?),
+    };
+    // Handlers first: a signal during start-up must not kill the process.
+    let shutdown = shutdown_signal();
+    serve(options, Arc::new(new_runtime()?), shutdown).await?;
+    Ok(Exit::Success)
+}
