@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod ionapi;
+pub mod lint;
 pub mod oauth;
 pub mod response;
 pub mod secret;

@@ -10,6 +10,8 @@ mod contract;
 mod credentials_file;
 mod daemon;
 mod demo;
+mod diagnostics;
 mod embedding;
 mod pipeline_run;
+mod sandbox;
 mod secrets;

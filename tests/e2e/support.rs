@@ -157,13 +157,50 @@ pub async fn sim_post(sim: &Simulator, path: &str, body: serde_json::Value) {
         .unwrap();
 }
 
-/// The `.ionapi` JSON with some keys removed or replaced.
+/// Rewrites a `.ionapi` file in place (keeping its 0600 mode).
 pub fn edit_ionapi(
-    ionapi: &Path,
+    path: &Path,
     edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
 ) {
     let mut json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(ionapi).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     edit(json.as_object_mut().unwrap());
-    std::fs::write(ionapi, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+    std::fs::write(path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+}
+
+/// A copy of the simulator's `.ionapi` file under another name.
+pub fn copy_ionapi(from: &Path, name: &str) -> PathBuf {
+    let to = from.with_file_name(name);
+    std::fs::copy(from, &to).unwrap();
+    to
+}
+
+/// Sets a file's Unix permission bits.
+pub fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+pub fn git_available() -> bool {
+    std::process::Command::new("git")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
 }

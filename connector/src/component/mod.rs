@@ -19,6 +19,10 @@ struct Component;
 
 impl auth::Guest for Component {
     type Connection = Session;
+
+    fn inspect(ionapi_json: String) -> auth::Inspection {
+        session::inspect(&ionapi_json)
+    }
 }
 
 impl gateway::Guest for Component {

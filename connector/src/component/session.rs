@@ -7,6 +7,7 @@ use super::exports::ionflow::gateway::{auth, gateway};
 use super::ionflow::gateway::types;
 use crate::error::ConnectorError;
 use crate::ionapi::Credentials;
+use crate::lint::{self, Severity};
 use crate::oauth::{self, ClientAuth, Grant, TokenGrant, TokenSet};
 use crate::response::{self, RequestSize};
 use crate::secret::{Secret, mask};
@@ -36,6 +37,23 @@ struct PendingLogin {
     state: String,
     verifier: Secret,
     redirect_uri: String,
+}
+
+/// A short digest of the file's secrets, part of the store key: a file with
+/// other (or wrong) secrets for the same client never sees these tokens.
+/// 32 bits of SHA-256 over high-entropy secrets reveal nothing usable.
+fn credentials_fingerprint(creds: &Credentials) -> String {
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha256::new();
+    for secret in creds.secrets() {
+        hash.update(secret.expose().as_bytes());
+        hash.update([0u8]);
+    }
+    hash.finalize()
+        .iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// `bytes` of randomness from the host's WASI random source, base64url-encoded.
@@ -86,7 +104,13 @@ impl Session {
                 "request timeout must be between 1 ms and {MAX_TIMEOUT_MS} ms (the gateway's 5-minute ceiling)"
             )));
         }
-        let store_key = format!("{}/{}/{}", creds.tenant, creds.client_id, grant.name());
+        let store_key = format!(
+            "{}/{}/{}/{}",
+            creds.tenant,
+            creds.client_id,
+            grant.name(),
+            credentials_fingerprint(&creds)
+        );
         Ok(Session {
             grant,
             client_auth: match options.client_auth {
@@ -374,6 +398,48 @@ impl Session {
             });
         }
     }
+}
+
+/// `auth.inspect`: the lint findings plus the description `open` would give.
+pub fn inspect(ionapi_json: &str) -> auth::Inspection {
+    let (creds, found) = lint::lint(ionapi_json);
+    let mut findings: Vec<auth::Finding> = found
+        .into_iter()
+        .map(|f| auth::Finding {
+            severity: match f.severity {
+                Severity::Warning => auth::Severity::Warning,
+                Severity::Error => auth::Severity::Error,
+            },
+            field: f.field.map(str::to_owned),
+            message: f.message,
+        })
+        .collect();
+    let info = creds.and_then(|creds| {
+        let options = auth::Options {
+            // A file without saak/sask can still describe itself.
+            grant: creds
+                .service_account
+                .is_none()
+                .then_some(auth::Grant::ClientCredentials),
+            client_auth: None,
+            renew_before_secs: None,
+            request_timeout_ms: None,
+            max_payload_bytes: None,
+            saml_assertion: None,
+        };
+        match Session::open(ionapi_json, &options) {
+            Ok(session) => Some(auth::GuestConnection::describe(&session)),
+            Err(e) => {
+                findings.push(auth::Finding {
+                    severity: auth::Severity::Error,
+                    field: None,
+                    message: e.to_string(),
+                });
+                None
+            }
+        }
+    });
+    auth::Inspection { info, findings }
 }
 
 fn wit_grant(grant: Grant) -> auth::Grant {

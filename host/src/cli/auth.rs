@@ -1,6 +1,5 @@
 //! `ionflow login`, `logout` and `keepalive`: the life of a stored grant.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -9,13 +8,15 @@ use axum::response::Html;
 use clap::{Args, ValueEnum};
 use tokio::sync::mpsc;
 
+use super::connection::ConnectionArgs;
 use super::{Exit, new_runtime};
-use crate::runtime::{Connection, Grant, Runtime, default_options};
+use crate::runtime::{Connection, Grant, Runtime};
 
 #[derive(Debug, Args)]
 pub struct LoginArgs {
-    /// Path to the .ionapi file of a web or native authorized app
-    ionapi: PathBuf,
+    /// The connection of a web or native authorized app (see `ionflow whoami --help`)
+    #[command(flatten)]
+    connection: ConnectionArgs,
     /// Loopback port for the redirect (0 picks a free one); must match the
     /// redirect URI registered on the authorized app if it names a port
     #[arg(long, default_value_t = 0)]
@@ -30,10 +31,10 @@ pub struct LoginArgs {
 
 #[derive(Debug, Args)]
 pub struct StoredGrantArgs {
-    /// Path to the .ionapi file
-    ionapi: PathBuf,
-    /// The grant whose tokens to act on; by default backend-service when the
-    /// file has saak/sask, else authorization-code
+    #[command(flatten)]
+    connection: ConnectionArgs,
+    /// The grant whose tokens to act on; by default the pipeline's, else
+    /// backend-service when the file has saak/sask, else authorization-code
     #[arg(long, value_enum)]
     grant: Option<GrantArg>,
 }
@@ -45,36 +46,40 @@ enum GrantArg {
     AuthorizationCode,
 }
 
-async fn open(runtime: &Runtime, ionapi: &PathBuf, grant: Grant) -> anyhow::Result<Connection> {
-    let json = std::fs::read_to_string(ionapi)
-        .with_context(|| format!("cannot read {}", ionapi.display()))?;
-    let label = ionapi.display().to_string();
-    let options = crate::runtime::ConnectionOptions {
-        grant: Some(grant),
-        ..default_options()
+/// Resolves the CONNECTION and opens it with `grant`, or with the grant its
+/// pipeline names, or with `fallback` chosen from the file's fields.
+async fn open(
+    runtime: &Runtime,
+    args: &ConnectionArgs,
+    grant: Option<Grant>,
+) -> anyhow::Result<Connection> {
+    let mut resolved = args.resolve()?;
+    let from_file = || {
+        let json: serde_json::Value =
+            serde_json::from_str(resolved.ionapi_json.expose()).unwrap_or_default();
+        if json.get("saak").is_some() && json.get("sask").is_some() {
+            Grant::BackendService
+        } else {
+            Grant::AuthorizationCode
+        }
     };
+    let chosen = grant.or(resolved.options.grant).unwrap_or_else(from_file);
+    resolved.options.grant = Some(chosen);
     runtime
-        .open(&label, &json, options)
+        .open(
+            &resolved.label,
+            resolved.ionapi_json.expose(),
+            resolved.options,
+        )
         .await
-        .with_context(|| label.clone())
+        .with_context(|| format!("connection `{}` ({})", resolved.label, resolved.source))
 }
 
-fn stored_grant(args: &StoredGrantArgs) -> anyhow::Result<Grant> {
-    Ok(match args.grant {
-        Some(GrantArg::BackendService) => Grant::BackendService,
-        Some(GrantArg::ClientCredentials) => Grant::ClientCredentials,
-        Some(GrantArg::AuthorizationCode) => Grant::AuthorizationCode,
-        None => {
-            let json: serde_json::Value = std::fs::read_to_string(&args.ionapi)
-                .ok()
-                .and_then(|text| serde_json::from_str(&text).ok())
-                .unwrap_or_default();
-            if json.get("saak").is_some() && json.get("sask").is_some() {
-                Grant::BackendService
-            } else {
-                Grant::AuthorizationCode
-            }
-        }
+fn grant_arg(grant: Option<GrantArg>) -> Option<Grant> {
+    grant.map(|g| match g {
+        GrantArg::BackendService => Grant::BackendService,
+        GrantArg::ClientCredentials => Grant::ClientCredentials,
+        GrantArg::AuthorizationCode => Grant::AuthorizationCode,
     })
 }
 
@@ -89,7 +94,7 @@ struct Redirect {
 
 pub async fn login(args: LoginArgs, quiet: bool) -> anyhow::Result<Exit> {
     let runtime = new_runtime()?;
-    let connection = open(&runtime, &args.ionapi, Grant::AuthorizationCode).await?;
+    let connection = open(&runtime, &args.connection, Some(Grant::AuthorizationCode)).await?;
     // RFC 8252: a loopback redirect on a port of our choosing.
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
         .await
@@ -166,7 +171,7 @@ async fn callback(
 
 pub async fn logout(args: StoredGrantArgs) -> anyhow::Result<Exit> {
     let runtime = new_runtime()?;
-    let connection = open(&runtime, &args.ionapi, stored_grant(&args)?).await?;
+    let connection = open(&runtime, &args.connection, grant_arg(args.grant)).await?;
     connection.revoke().await?;
     println!("logged out: the refresh token was revoked and the stored tokens forgotten");
     Ok(Exit::Success)
@@ -174,7 +179,7 @@ pub async fn logout(args: StoredGrantArgs) -> anyhow::Result<Exit> {
 
 pub async fn keepalive(args: StoredGrantArgs) -> anyhow::Result<Exit> {
     let runtime = new_runtime()?;
-    let connection = open(&runtime, &args.ionapi, stored_grant(&args)?).await?;
+    let connection = open(&runtime, &args.connection, grant_arg(args.grant)).await?;
     let info = connection.refresh().await?;
     if !info.has_refresh_token {
         anyhow::bail!(

@@ -5,6 +5,7 @@ mod connection;
 mod connector;
 mod demo;
 mod exit;
+mod inspect;
 mod run;
 mod schedule;
 mod sim;
@@ -64,6 +65,14 @@ enum Command {
     /// Start the local ION API Gateway simulator and write its .ionapi file
     #[command(after_help = "Example:\n  ionflow sim --port 8787 --ionapi-out sim.ionapi")]
     Sim(sim::SimArgs),
+    /// Describe a connection's .ionapi file, secrets masked, and warn about risky settings
+    #[command(
+        after_help = "CONNECTION is a .ionapi file, env:NAME or PIPELINE.toml#NAME.\n\nExamples:\n  ionflow inspect secrets/acme-test.ionapi\n  ionflow inspect pipelines/items.toml#m3 --var INFOR_ENV=test"
+    )]
+    Inspect(inspect::InspectArgs),
+    /// Get a token for a connection and show its metadata (the token only with --show-token)
+    #[command(after_help = "Example:\n  ionflow token pipelines/items.toml#m3")]
+    Token(connection::TokenArgs),
     /// Show the user a connection authenticates as (ifsservice users/me)
     #[command(after_help = "Example:\n  ionflow whoami secrets/acme-test.ionapi")]
     Whoami(connection::ConnectionArgs),
@@ -84,6 +93,12 @@ enum Command {
         after_help = "Example (cron, weekly):\n  0 6 * * 1  ionflow keepalive /secrets/acme-web.ionapi"
     )]
     Keepalive(auth::StoredGrantArgs),
+    /// Check which API paths the connection's authorized app may call (one GET each)
+    #[command(
+        name = "check-scope",
+        after_help = "Exit code 0: all allowed; 3: some forbidden (403); 1: some answered otherwise.\n\nExample:\n  ionflow check-scope secrets/acme-test.ionapi M3/m3api-rest/v2/execute/MMS200MI/LstItmByItm DATAFABRIC/compass/v2/jobs/"
+    )]
+    CheckScope(connection::CheckScopeArgs),
     /// The connector component and its WIT contract, for embedding in other hosts
     #[command(subcommand)]
     Connector(connector::ConnectorCommand),
@@ -107,12 +122,15 @@ pub fn main() -> ExitCode {
             Command::Run(args) => run::run(args, cli.quiet).await,
             Command::Validate(args) => run::validate(args).await,
             Command::Sim(args) => sim::sim(args).await,
+            Command::Inspect(args) => inspect::inspect(args).await,
+            Command::Token(args) => connection::token(args).await,
             Command::Whoami(args) => connection::whoami(args).await,
             Command::Login(args) => auth::login(args, cli.quiet).await,
             Command::Logout(args) => auth::logout(args).await,
             Command::Keepalive(args) => auth::keepalive(args).await,
             Command::Serve(args) => schedule::serve_command(args).await,
             Command::Schedule(args) => schedule::schedule(args).await,
+            Command::CheckScope(args) => connection::check_scope(args).await,
             Command::Connector(command) => connector::connector(command).await,
         }
     });

@@ -24,9 +24,10 @@ pub use interpolate::Variables;
 pub use summary::Summary;
 pub use transform::JqFilter;
 
-use crate::runtime::{ClientAuth, Connection, ConnectionOptions, Grant, Runtime};
+use crate::credentials::{self, ResolvedConnection};
+use crate::runtime::{Connection, Runtime};
 use crate::schedule::Schedule;
-use config::{ClientAuthName, GrantName, TransformConfig};
+use config::TransformConfig;
 use sink::Sink;
 use source::Source;
 
@@ -115,24 +116,7 @@ impl Pipeline {
     ) -> anyhow::Result<BTreeMap<String, Arc<Connection>>> {
         let mut open = BTreeMap::new();
         for (name, conn) in &self.config.connections {
-            let (json, origin) = self.ionapi_json(name, conn)?;
-            let saml_assertion = self.saml_assertion(name, conn)?;
-            let options = ConnectionOptions {
-                grant: conn.grant.map(|g| match g {
-                    GrantName::BackendService => Grant::BackendService,
-                    GrantName::ClientCredentials => Grant::ClientCredentials,
-                    GrantName::AuthorizationCode => Grant::AuthorizationCode,
-                    GrantName::SamlBearer => Grant::SamlBearer,
-                }),
-                client_auth: conn.client_auth.map(|c| match c {
-                    ClientAuthName::Form => ClientAuth::Form,
-                    ClientAuthName::Basic => ClientAuth::Basic,
-                }),
-                renew_before_secs: None,
-                request_timeout_ms: conn.timeout_secs.map(|s| s * 1000),
-                max_payload_bytes: None,
-                saml_assertion,
-            };
+            let resolved = self.connection(name)?;
             let connector = match &conn.connector {
                 Some(raw) => {
                     let path = self.base_dir.join(self.vars.expand(raw).map_err(|e| {
@@ -145,73 +129,26 @@ impl Pipeline {
                 None => runtime.default_connector().clone(),
             };
             let connection = runtime
-                .open_with(&connector, name, &json, options, 1)
+                .open_with(
+                    &connector,
+                    name,
+                    resolved.ionapi_json.expose(),
+                    resolved.options,
+                    1,
+                )
                 .await
-                .with_context(|| format!("connection `{name}` ({origin})"))?;
+                .with_context(|| format!("connection `{name}` ({})", resolved.source))?;
             open.insert(name.clone(), Arc::new(connection));
         }
         Ok(open)
     }
 
-    /// The assertion is read from its file or variable at open, never from the pipeline.
-    fn saml_assertion(
-        &self,
-        name: &str,
-        conn: &config::ConnectionConfig,
-    ) -> Result<Option<String>, ConfigError> {
-        let in_file = |message: String| ConfigError::new(&self.file, message);
-        if let Some(var) = &conn.saml_assertion_env {
-            return std::env::var(var).map(Some).map_err(|_| {
-                in_file(format!(
-                    "connections.{name}.saml_assertion_env: environment variable {var} is not set"
-                ))
-            });
-        }
-        let Some(raw) = &conn.saml_assertion_file else {
-            return Ok(None);
-        };
-        let path = self
-            .vars
-            .expand(raw)
-            .map_err(|e| in_file(format!("connections.{name}.saml_assertion_file: {e}")))?;
-        let path = self.base_dir.join(path);
-        std::fs::read_to_string(&path).map(Some).map_err(|e| {
-            in_file(format!(
-                "connections.{name}.saml_assertion_file: cannot read {}: {e}",
-                path.display()
-            ))
-        })
-    }
-
-    fn ionapi_json(
-        &self,
-        name: &str,
-        conn: &config::ConnectionConfig,
-    ) -> Result<(String, String), ConfigError> {
-        let in_file = |message: String| ConfigError::new(&self.file, message);
-        if let Some(var) = &conn.ionapi_env {
-            let json = std::env::var(var).map_err(|_| {
-                in_file(format!(
-                    "connections.{name}.ionapi_env: environment variable {var} is not set; \
-                     export it with the .ionapi file's JSON"
-                ))
-            })?;
-            return Ok((json, format!("environment variable {var}")));
-        }
-        let raw = conn.ionapi_file.as_deref().unwrap_or_default();
-        let path = self
-            .vars
-            .expand(raw)
-            .map_err(|e| in_file(format!("connections.{name}.ionapi_file: {e}")))?;
-        let path = self.base_dir.join(path);
-        let json = std::fs::read_to_string(&path).map_err(|e| {
-            in_file(format!(
-                "connections.{name}.ionapi_file: cannot read {}: {e}; download the file from \
-                 Infor OS > API Gateway > Authorized Apps or fix the path",
-                path.display()
-            ))
+    /// The credentials and options of `[connections.NAME]`.
+    pub fn connection(&self, name: &str) -> Result<ResolvedConnection, ConfigError> {
+        let config = self.config.connections.get(name).ok_or_else(|| {
+            ConfigError::new(&self.file, format!("defines no connection `{name}`"))
         })?;
-        Ok((json, path.display().to_string()))
+        credentials::from_pipeline(name, config, &self.file, &self.base_dir, &self.vars)
     }
 
     /// Runs the pipeline once, then revokes the refresh tokens of the

@@ -27,6 +27,12 @@ impl ComponentDigest {
     pub fn of(wasm: &[u8]) -> Self {
         ComponentDigest(Sha256::digest(wasm).into())
     }
+
+    /// The first 12 hex digits, for logs: enough to tell components apart,
+    /// and not the 64-digit shape that log scanners treat as a leaked token.
+    pub fn short(&self) -> String {
+        self.to_string()[..12].to_owned()
+    }
 }
 
 impl fmt::Display for ComponentDigest {
@@ -200,7 +206,7 @@ pub(crate) fn link(
         .instantiate_pre(&component)
         .and_then(ConnectorPre::new)
         .map_err(|e| wrong_world(vec![format!("{e:#}")]))?;
-    tracing::debug!(origin, %digest, "connector component ready");
+    tracing::debug!(origin, digest = %digest.short(), "connector component ready");
     Ok(ConnectorComponent {
         pre,
         digest,

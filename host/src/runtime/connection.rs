@@ -1,8 +1,9 @@
-//! An open connection: one connector instance in its own store, called one
-//! operation at a time.
+//! An open connection: one or more connector instances, each in its own
+//! store and called one operation at a time.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tokio::sync::Mutex;
@@ -13,27 +14,41 @@ use super::bindings::ionflow::gateway::types::Error as WitError;
 use super::bindings::{Connector, ConnectorPre};
 use super::capabilities::{HostState, HttpTransport, TokenStore};
 use super::engine::EPOCH_TICK;
+use super::token::AccessToken;
 use super::{
     AuthorizationStart, ConnectionInfo, ConnectionOptions, ConnectorError, GatewayRequest,
-    GatewayResponse, TokenInfo,
+    GatewayResponse, Inspection,
 };
 
-/// Bounds for each connector instance.
+/// Bounds for each connector instance: what one call may use before it is
+/// stopped, so that a runaway or crashing connector fails that call alone.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
+pub struct SandboxLimits {
+    /// Linear memory of one instance.
     pub memory_bytes: usize,
-    /// Overrides the deadline derived from the request timeout.
-    pub deadline_ticks: Option<u64>,
+    /// Wall-clock time one export call may run. `None` derives it from the
+    /// connection's request timeout (room for a wait on another caller's
+    /// token request, two token requests and two business calls).
+    pub call_deadline: Option<Duration>,
 }
 
-impl Default for Limits {
+impl Default for SandboxLimits {
     fn default() -> Self {
         // The connector holds one request and one response at a time; bodies
         // up to the gateway's payload limit fit with room to spare.
-        Limits {
+        SandboxLimits {
             memory_bytes: 256 * 1024 * 1024,
-            deadline_ticks: None,
+            call_deadline: None,
         }
+    }
+}
+
+impl SandboxLimits {
+    fn deadline(&self, request_timeout_ms: Option<u32>) -> Duration {
+        self.call_deadline.unwrap_or_else(|| {
+            let timeout_ms = u64::from(request_timeout_ms.unwrap_or(60_000));
+            Duration::from_millis(6 * timeout_ms + 30_000)
+        })
     }
 }
 
@@ -42,6 +57,7 @@ impl Default for Limits {
 pub struct ConnectionStats {
     pub requests: AtomicU64,
     pub token_requests: AtomicU64,
+    refusals: AtomicU64,
     pub(crate) token_url: OnceLock<String>,
 }
 
@@ -51,6 +67,15 @@ impl ConnectionStats {
         if self.token_url.get().is_some_and(|t| t == url) {
             self.token_requests.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    pub(crate) fn record_refusal(&self) {
+        self.refusals.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests the transport refused because their host is not in the `.ionapi` file.
+    pub fn refusals(&self) -> u64 {
+        self.refusals.load(Ordering::Relaxed)
     }
 
     pub fn requests(&self) -> u64 {
@@ -85,6 +110,9 @@ struct Instance {
     store: Store<HostState>,
     bindings: Connector,
     handle: ResourceAny,
+    /// Set when a call trapped: the instance's state is unknown afterwards,
+    /// so it is never entered again.
+    stopped: bool,
 }
 
 /// A connection: one or more connector instances over the same `.ionapi`
@@ -94,7 +122,8 @@ pub struct Connection {
     name: Arc<str>,
     info: ConnectionInfo,
     stats: Arc<ConnectionStats>,
-    deadline_ticks: u64,
+    limits: SandboxLimits,
+    deadline: Duration,
     instances: Vec<Mutex<Instance>>,
     next: AtomicUsize,
 }
@@ -106,7 +135,7 @@ impl Connection {
         engine: &Engine,
         transport: HttpTransport,
         tokens: Arc<dyn TokenStore>,
-        limits: Limits,
+        limits: SandboxLimits,
         name: &str,
         ionapi_json: &str,
         options: ConnectionOptions,
@@ -114,47 +143,29 @@ impl Connection {
     ) -> Result<Connection, ConnectorError> {
         let name: Arc<str> = name.into();
         let stats = Arc::new(ConnectionStats::default());
-        // A call may wait for another caller's token request and then make
-        // two token requests and two business calls of its own.
-        let timeout_ms = u64::from(options.request_timeout_ms.unwrap_or(60_000));
-        let deadline_ticks = limits
-            .deadline_ticks
-            .unwrap_or((6 * timeout_ms + 30_000) / EPOCH_TICK.as_millis() as u64);
+        let deadline = limits.deadline(options.request_timeout_ms);
+        let trap = |e| ConnectorError::trap(e, &name, &limits, deadline);
         let mut opened = Vec::with_capacity(instances.max(1));
         let mut info = None;
         for _ in 0..instances.max(1) {
-            let store_limits = StoreLimitsBuilder::new()
-                .memory_size(limits.memory_bytes)
-                .instances(4)
-                .build();
-            let mut store = Store::new(
+            let mut store = new_store(
                 engine,
-                HostState::new(
-                    transport.clone(),
-                    tokens.clone(),
-                    name.clone(),
-                    stats.clone(),
-                    store_limits,
-                ),
+                transport.clone(),
+                tokens.clone(),
+                &limits,
+                &name,
+                &stats,
             );
-            store.limiter(|s| &mut s.limits);
-            store.epoch_deadline_trap();
-            store.set_epoch_deadline(deadline_ticks);
-
-            let bindings = pre
-                .instantiate_async(&mut store)
-                .await
-                .map_err(ConnectorError::trap)?;
+            store.set_epoch_deadline(ticks(deadline));
+            let bindings = pre.instantiate_async(&mut store).await.map_err(trap)?;
             let auth = bindings.ionflow_gateway_auth().connection();
             let handle = auth
                 .call_open(&mut store, ionapi_json, &options)
                 .await
-                .map_err(ConnectorError::trap)?
+                .map_err(trap)?
                 .map_err(ConnectorError::Gateway)?;
-            let described = auth
-                .call_describe(&mut store, handle)
-                .await
-                .map_err(ConnectorError::trap)?;
+            store.set_epoch_deadline(ticks(deadline));
+            let described = auth.call_describe(&mut store, handle).await.map_err(trap)?;
             // The transport may reach only the hosts the file names.
             store.data_mut().allowed_hosts = [&described.portal_url, &described.ion_api_url]
                 .into_iter()
@@ -170,6 +181,7 @@ impl Connection {
                 store,
                 bindings,
                 handle,
+                stopped: false,
             }));
         }
 
@@ -177,7 +189,8 @@ impl Connection {
             name,
             info: info.expect("at least one instance"),
             stats,
-            deadline_ticks,
+            limits,
+            deadline,
             instances: opened,
             next: AtomicUsize::new(0),
         })
@@ -218,6 +231,7 @@ impl Connection {
         self.run_locked(self.instances[0].lock().await, op).await
     }
 
+    /// Runs one export call on a locked instance under the call deadline.
     async fn run_locked<R>(
         &self,
         mut guard: tokio::sync::MutexGuard<'_, Instance>,
@@ -227,12 +241,31 @@ impl Connection {
             store,
             bindings,
             handle,
+            stopped,
         } = &mut *guard;
-        store.set_epoch_deadline(self.deadline_ticks);
-        op(bindings, store, *handle)
-            .await
-            .map_err(ConnectorError::trap)?
-            .map_err(ConnectorError::Gateway)
+        if *stopped {
+            return Err(ConnectorError::Sandbox(format!(
+                "connection `{}`: its connector was stopped by an earlier failure and cannot be \
+                 called again; open the connection again",
+                self.name
+            )));
+        }
+        store.set_epoch_deadline(ticks(self.deadline));
+        let refusals = self.stats.refusals();
+        match op(bindings, store, *handle).await {
+            // The connector reports a refused destination as a transport
+            // error; the host knows it refused and says it is configuration.
+            Ok(Err(WitError::Transport(message))) if self.stats.refusals() > refusals => {
+                Err(ConnectorError::Refused(message))
+            }
+            Ok(result) => result.map_err(ConnectorError::Gateway),
+            Err(trap) => {
+                *stopped = true;
+                let error = ConnectorError::trap(trap, &self.name, &self.limits, self.deadline);
+                tracing::error!(connection = %self.name, "{error}");
+                Err(error)
+            }
+        }
     }
 
     pub async fn call(&self, request: GatewayRequest) -> Result<GatewayResponse, ConnectorError> {
@@ -243,14 +276,15 @@ impl Connection {
     }
 
     /// A valid access token, from the cache when possible.
-    pub async fn token(&self) -> Result<TokenInfo, ConnectorError> {
+    pub async fn token(&self) -> Result<AccessToken, ConnectorError> {
         self.run(|b, s, h| {
             Box::pin(async move { b.ionflow_gateway_auth().connection().call_token(s, h).await })
         })
         .await
+        .map(AccessToken::from)
     }
 
-    pub async fn refresh(&self) -> Result<TokenInfo, ConnectorError> {
+    pub async fn refresh(&self) -> Result<AccessToken, ConnectorError> {
         self.run(|b, s, h| {
             Box::pin(async move {
                 b.ionflow_gateway_auth()
@@ -260,6 +294,7 @@ impl Connection {
             })
         })
         .await
+        .map(AccessToken::from)
     }
 
     pub async fn revoke(&self) -> Result<(), ConnectorError> {
@@ -296,7 +331,7 @@ impl Connection {
         &self,
         code: String,
         state: String,
-    ) -> Result<TokenInfo, ConnectorError> {
+    ) -> Result<AccessToken, ConnectorError> {
         self.run_first(|b, s, h| {
             Box::pin(async move {
                 b.ionflow_gateway_auth()
@@ -306,6 +341,7 @@ impl Connection {
             })
         })
         .await
+        .map(AccessToken::from)
     }
 
     /// The deprecated implicit grant's authorization URL.
@@ -325,4 +361,61 @@ impl Connection {
         })
         .await
     }
+}
+
+/// A store for one connector instance: its own memory limit, a deadline
+/// trap, and host state with an empty allow-list until a file is known.
+fn new_store(
+    engine: &Engine,
+    transport: HttpTransport,
+    tokens: Arc<dyn TokenStore>,
+    limits: &SandboxLimits,
+    name: &Arc<str>,
+    stats: &Arc<ConnectionStats>,
+) -> Store<HostState> {
+    let store_limits = StoreLimitsBuilder::new()
+        .memory_size(limits.memory_bytes)
+        .instances(4)
+        // Rust guests abort on a failed allocation with a bare
+        // `unreachable`; trapping at the growth itself names the cause.
+        .trap_on_grow_failure(true)
+        .build();
+    let mut store = Store::new(
+        engine,
+        HostState::new(transport, tokens, name.clone(), stats.clone(), store_limits),
+    );
+    store.limiter(|s| &mut s.limits);
+    store.epoch_deadline_trap();
+    store
+}
+
+/// Runs `auth.inspect` in a throwaway instance. Its allow-list stays empty,
+/// so nothing it does can reach the network.
+pub(crate) async fn inspect(
+    pre: ConnectorPre<HostState>,
+    engine: &Engine,
+    transport: HttpTransport,
+    tokens: Arc<dyn TokenStore>,
+    limits: SandboxLimits,
+    name: &str,
+    ionapi_json: &str,
+) -> Result<Inspection, ConnectorError> {
+    let name: Arc<str> = name.into();
+    let stats = Arc::new(ConnectionStats::default());
+    let mut store = new_store(engine, transport, tokens, &limits, &name, &stats);
+    let deadline = limits.deadline(None);
+    store.set_epoch_deadline(ticks(deadline));
+    let trap = |e| ConnectorError::trap(e, &name, &limits, deadline);
+    let bindings = pre.instantiate_async(&mut store).await.map_err(trap)?;
+    bindings
+        .ionflow_gateway_auth()
+        .call_inspect(&mut store, ionapi_json)
+        .await
+        .map_err(trap)
+}
+
+/// Epoch ticks for a deadline, at least one so that a zero deadline still
+/// lets the ticker interrupt rather than trapping before the first instruction.
+fn ticks(deadline: Duration) -> u64 {
+    (deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
 }

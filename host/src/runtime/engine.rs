@@ -17,8 +17,8 @@ use super::capabilities::{HostState, HttpTransport, TokenStore};
 use super::components::{
     self, ComponentDigest, ComponentError, ConnectorComponent, RequiredExports,
 };
-use super::connection::{Connection, Limits};
-use super::{ConnectionOptions, ConnectorError};
+use super::connection::{self, Connection, SandboxLimits};
+use super::{ConnectionOptions, ConnectorError, Inspection};
 
 /// The connector component built from `connector/` by `build.rs`.
 pub static EMBEDDED_CONNECTOR: &[u8] = include_bytes!(env!("IONFLOW_CONNECTOR_WASM"));
@@ -40,7 +40,7 @@ pub struct Runtime {
     loaded: Mutex<HashMap<ComponentDigest, ConnectorComponent>>,
     transport: HttpTransport,
     tokens: Arc<dyn TokenStore>,
-    limits: Limits,
+    limits: SandboxLimits,
     _ticker: EpochTicker,
 }
 
@@ -52,7 +52,8 @@ impl Runtime {
     }
 
     /// Makes `wasm`, another component of the same world, the default in
-    /// place of the embedded connector.
+    /// place of the embedded connector (tests use this to load misbehaving
+    /// fixture guests).
     pub fn with_component(
         wasm: &[u8],
         tokens: Arc<dyn TokenStore>,
@@ -94,8 +95,14 @@ impl Runtime {
             loaded: Mutex::new(HashMap::new()),
             transport: HttpTransport::new()?,
             tokens,
-            limits: Limits::default(),
+            limits: SandboxLimits::default(),
         })
+    }
+
+    /// Replaces the bounds applied to every connection opened from now on.
+    pub fn with_limits(mut self, limits: SandboxLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     pub fn transport(&self) -> &HttpTransport {
@@ -187,6 +194,25 @@ impl Runtime {
             ionapi_json,
             options,
             instances,
+        )
+        .await
+    }
+
+    /// Checks `.ionapi` JSON in the sandbox without opening a connection:
+    /// the connector's findings and, when the file opens, its description.
+    pub async fn inspect(
+        &self,
+        name: &str,
+        ionapi_json: &str,
+    ) -> Result<Inspection, ConnectorError> {
+        connection::inspect(
+            self.default.pre.clone(),
+            &self.engine,
+            self.transport.clone(),
+            self.tokens.clone(),
+            self.limits,
+            name,
+            ionapi_json,
         )
         .await
     }

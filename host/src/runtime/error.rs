@@ -1,6 +1,11 @@
 //! Errors of calls into the connector.
 
+use std::time::Duration;
+
+use wasmtime::Trap;
+
 use super::bindings::ionflow::gateway::types::Error as WitError;
+use super::connection::SandboxLimits;
 
 /// What went wrong, coarsely, so that the CLI can pick an exit code and the
 /// pipeline can decide whether to retry.
@@ -25,6 +30,12 @@ pub enum ConnectorError {
     /// An error the connector reported through the WIT `error` variant.
     #[error("{}", message(.0))]
     Gateway(WitError),
+    /// The host refused a request to a host not named in the `.ionapi` file.
+    #[error(
+        "{0}. The connector may reach only the hosts of `pu` and `iu`: make `ot`, `oa` and `or` \
+         paths below `pu` (or URLs on its host)"
+    )]
+    Refused(String),
     /// The connector trapped (a bug, a memory limit or its deadline).
     #[error("the connector failed and was stopped: {0}")]
     Sandbox(String),
@@ -34,6 +45,7 @@ impl ConnectorError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             ConnectorError::Sandbox(_) => ErrorKind::Sandbox,
+            ConnectorError::Refused(_) => ErrorKind::Configuration,
             ConnectorError::Gateway(e) => match e {
                 WitError::InvalidCredentialsFile(_) | WitError::InvalidOptions(_) => {
                     ErrorKind::Configuration
@@ -61,8 +73,29 @@ impl ConnectorError {
         }
     }
 
-    pub(super) fn trap(e: wasmtime::Error) -> Self {
-        ConnectorError::Sandbox(format!("{e:#}"))
+    /// Names the limit a trapped call ran into, so that the message says
+    /// what happened rather than quoting a bare wasm trap.
+    pub(super) fn trap(
+        e: wasmtime::Error,
+        connection: &str,
+        limits: &SandboxLimits,
+        deadline: Duration,
+    ) -> Self {
+        let detail = format!("{e:#}");
+        let cause = if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+            format!(
+                "it ran past its deadline of {} ms for one call and was interrupted",
+                deadline.as_millis()
+            )
+        } else if detail.contains("growing memory") {
+            format!(
+                "it tried to grow its memory beyond the limit of {} MiB",
+                limits.memory_bytes / (1024 * 1024)
+            )
+        } else {
+            format!("it trapped ({detail})")
+        };
+        ConnectorError::Sandbox(format!("connection `{connection}`: {cause}"))
     }
 }
 

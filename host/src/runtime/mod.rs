@@ -8,18 +8,21 @@ mod connection;
 pub mod contract;
 mod engine;
 mod error;
+mod token;
 
 pub use bindings::exports::ionflow::gateway::auth::{
-    AuthorizationStart, ClientAuth, ConnectionInfo, Grant, Options as ConnectionOptions, TokenInfo,
+    AuthorizationStart, ClientAuth, ConnectionInfo, Finding, Grant, Inspection,
+    Options as ConnectionOptions, Severity,
 };
 pub use bindings::exports::ionflow::gateway::gateway::{
     Request as GatewayRequest, Response as GatewayResponse,
 };
 pub use bindings::ionflow::gateway::types::Method;
 pub use components::{ComponentDigest, ComponentError, ConnectorComponent, WORLD};
-pub use connection::{Connection, ConnectionStats};
+pub use connection::{Connection, ConnectionStats, SandboxLimits};
 pub use engine::{EMBEDDED_CONNECTOR, Runtime};
 pub use error::{ConnectorError, ErrorKind};
+pub use token::AccessToken;
 
 /// Options with every setting at the connector's default.
 pub fn default_options() -> ConnectionOptions {

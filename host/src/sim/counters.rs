@@ -42,6 +42,8 @@ pub struct Counters {
     /// 401 responses from business endpoints (token-endpoint client
     /// failures are counted in `token_errors` instead).
     pub unauthorized: u64,
+    /// 403 responses: calls to an API suite the authorized app has no scope for.
+    pub forbidden: u64,
     /// Requests sent to the wrong host: OAuth on `iu` or business on `pu`.
     pub wrong_host: u64,
     /// Authenticated business calls by URL path (no query string).

@@ -20,6 +20,7 @@ mod ion;
 mod login;
 mod m3;
 mod oauth;
+mod scopes;
 mod users;
 
 #[cfg(test)]
@@ -34,7 +35,7 @@ use anyhow::{Context as _, bail};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -71,7 +72,15 @@ pub struct SimConfig {
     /// Number of items in the M3/IDO catalogue
     #[arg(long, default_value_t = 2500)]
     pub items: usize,
+    /// API suites (first path segment after the tenant) the authorized app
+    /// has no scope for: calls below them get 403
+    #[arg(long, value_delimiter = ',', default_value = DEFAULT_UNSCOPED_SUITE)]
+    pub unscoped_suites: Vec<String>,
 }
+
+/// Data Fabric is a suite many integration apps are not granted, so calls to
+/// it show what a missing scope looks like out of the box.
+const DEFAULT_UNSCOPED_SUITE: &str = "DATAFABRIC";
 
 impl Default for SimConfig {
     fn default() -> Self {
@@ -81,6 +90,7 @@ impl Default for SimConfig {
             token_ttl_secs: 7200,
             issue_refresh_tokens: true,
             items: 2500,
+            unscoped_suites: vec![DEFAULT_UNSCOPED_SUITE.to_owned()],
         }
     }
 }
@@ -199,6 +209,13 @@ fn router(state: Arc<SimState>) -> Router {
             "/IONSERVICES/api/ion/messaging/service/v2/message",
             post(ion::send_message),
         )
+        // Any other product path: authenticated and scope-checked like the
+        // rest, then a 404, as the gateway answers for an API it does not route.
+        .route("/{suite}/{*rest}", any(gateway::not_found))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            scopes::require_scope,
+        ))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             gateway::require_bearer,

@@ -77,12 +77,26 @@ pub(crate) enum RefreshFailure {
     Revoked,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Issued {
     pub(crate) access_token: String,
     pub(crate) refresh_token: Option<String>,
     pub(crate) expires_in: u64,
     pub(crate) scope: String,
+}
+
+// Tokens must never reach a log through a stray `{:?}`, even the simulator's.
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued")
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "*****"),
+            )
+            .field("expires_in", &self.expires_in)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Every token issued so far, in issue order (`GET /__sim/tokens`).

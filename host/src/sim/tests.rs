@@ -990,3 +990,35 @@ async fn start_rejects_bad_configuration() {
         assert!(Simulator::start(config).await.is_err());
     }
 }
+
+#[tokio::test]
+async fn a_suite_without_scope_is_forbidden_after_the_token_check() {
+    let h = Harness::with_items(1).await;
+    let path = "DATAFABRIC/compass/v2/jobs/";
+    // No token: 401 comes first, as on the real gateway.
+    assert_eq!(
+        h.get(path, "not-a-token").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let token = h.password_token().await;
+    let response = h.get(path, bearer(&token)).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let challenge = response.headers()[WWW_AUTHENTICATE].to_str().unwrap();
+    assert!(challenge.contains("insufficient_scope"), "{challenge}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "insufficient_scope");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("DATAFABRIC")
+    );
+
+    // A suite the app is granted but a path nobody routes: 404, after auth.
+    let response = h.get("M3/no/such/api", bearer(&token)).await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let counters = h.sim.counters();
+    assert_eq!(counters.forbidden, 1);
+    assert_eq!(counters.unauthorized, 1);
+    h.sim.shutdown().await;
+}

@@ -46,6 +46,7 @@ impl HttpTransport {
         let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if !allowed_hosts.iter().any(|allowed| allowed == host) {
+            stats.record_refusal();
             tracing::warn!(
                 connection,
                 host,
