@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use crate::pipeline::run_lock::LockHeld;
 use crate::pipeline::{ConfigError, ConfigErrors, Interrupted};
-use crate::runtime::{ConnectorError, ErrorKind};
+use crate::runtime::{ComponentError, ConnectorError, ErrorKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -42,7 +42,12 @@ impl Exit {
             if cause.is::<LockHeld>() {
                 return Exit::LockHeld;
             }
-            if cause.is::<ConfigError>() || cause.is::<ConfigErrors>() {
+            // A pipeline or connector component that cannot be used as
+            // configured: the user fixes a file, not the network.
+            if cause.is::<ConfigError>()
+                || cause.is::<ConfigErrors>()
+                || cause.is::<ComponentError>()
+            {
                 return Exit::Config;
             }
             if let Some(e) = cause.downcast_ref::<ConnectorError>() {

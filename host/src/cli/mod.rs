@@ -2,6 +2,7 @@
 
 mod auth;
 mod connection;
+mod connector;
 mod demo;
 mod exit;
 mod inspect;
@@ -113,6 +114,9 @@ enum Command {
         after_help = "Exit code 0: all allowed; 3: some forbidden (403); 1: some answered otherwise.\n\nExample:\n  ionflow check-scope secrets/acme-test.ionapi M3/m3api-rest/v2/execute/MMS200MI/LstItmByItm IDM/api/items/search"
     )]
     CheckScope(connection::CheckScopeArgs),
+    /// The connector component and its WIT contract, for embedding in other hosts
+    #[command(subcommand)]
+    Connector(connector::ConnectorCommand),
 }
 
 /// Parses the command line, runs the command and turns its outcome into an
@@ -146,6 +150,7 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => schedule::serve_command(args).await,
             Command::Schedule(args) => schedule::schedule(args).await,
             Command::CheckScope(args) => connection::check_scope(args).await,
+            Command::Connector(command) => connector::connector(command).await,
         }
     });
     match outcome {

@@ -76,6 +76,9 @@ pub struct ConnectionConfig {
     /// For grants kept across runs: how often `ionflow serve` refreshes them
     /// so they never reach Infor's 30-day idle cut-off. Default 25 days.
     pub keepalive_interval_secs: Option<u64>,
+    /// A connector component (`.wasm`) implementing `ionflow:gateway/connector`,
+    /// relative to the pipeline file; the connector built into ionflow when absent.
+    pub connector: Option<String>,
 }
 
 impl ConnectionConfig {

@@ -180,13 +180,30 @@ impl Pipeline {
         runtime: &Runtime,
     ) -> anyhow::Result<BTreeMap<String, Arc<Connection>>> {
         let mut open = BTreeMap::new();
-        for name in self.config.connections.keys() {
+        for (name, conn) in &self.config.connections {
             let resolved = self.connection(name)?;
+            let connector = match &conn.connector {
+                Some(raw) => {
+                    let path = self.base_dir.join(self.vars.expand(raw).map_err(|e| {
+                        ConfigError::new(&self.file, format!("connections.{name}.connector: {e}"))
+                    })?);
+                    runtime.load_connector_file(&path).with_context(|| {
+                        format!("{}: connections.{name}.connector", self.file.display())
+                    })?
+                }
+                None => runtime.default_connector().clone(),
+            };
             let mut connection = runtime
-                .open(name, resolved.ionapi_json.expose(), resolved.options)
+                .open_with(
+                    &connector,
+                    name,
+                    resolved.ionapi_json.expose(),
+                    resolved.options,
+                    1,
+                )
                 .await
                 .with_context(|| format!("connection `{name}` ({})", resolved.source))?;
-            connection.set_rate_limit(match self.config.connections[name].rate_limit {
+            connection.set_rate_limit(match conn.rate_limit {
                 Some(limit) => RateLimit {
                     requests: limit.requests,
                     window: Duration::from_secs(limit.window_secs.into()),

@@ -1,18 +1,22 @@
-//! The wasmtime engine, the connector component and its precompile cache.
+//! The wasmtime engine and the connector components it runs: the embedded
+//! one by default, and any other component implementing the same world,
+//! compiled once per digest.
 
-use std::hash::{Hash, Hasher};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
-use super::bindings::{Connector, ConnectorPre};
+use super::bindings::Connector;
 use super::capabilities::{HostState, HttpTransport, TokenStore};
+use super::components::{
+    self, ComponentDigest, ComponentError, ConnectorComponent, RequiredExports,
+};
 use super::connection::{self, Connection, SandboxLimits};
 use super::{ConnectionOptions, ConnectorError, Inspection};
 
@@ -22,10 +26,18 @@ pub static EMBEDDED_CONNECTOR: &[u8] = include_bytes!(env!("IONFLOW_CONNECTOR_WA
 /// How often the epoch advances; guest deadlines are counted in these ticks.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Everything needed to open connections: compiled once per process.
+/// Everything needed to open connections: one per process. Connections may
+/// run different connector components; each is compiled and linked once.
 pub struct Runtime {
     engine: Engine,
-    pre: ConnectorPre<HostState>,
+    linker: Linker<HostState>,
+    required: RequiredExports,
+    cache_dir: Option<PathBuf>,
+    /// The embedded connector unless `with_component` chose another.
+    default: ConnectorComponent,
+    /// Components loaded from files, by digest: two connections naming the
+    /// same bytes share one compiled component.
+    loaded: Mutex<HashMap<ComponentDigest, ConnectorComponent>>,
     transport: HttpTransport,
     tokens: Arc<dyn TokenStore>,
     limits: SandboxLimits,
@@ -39,8 +51,9 @@ impl Runtime {
         Self::with_component(EMBEDDED_CONNECTOR, tokens, cache_dir)
     }
 
-    /// Runs another component of the same world in place of the embedded
-    /// connector (tests use this to load misbehaving fixture guests).
+    /// Makes `wasm`, another component of the same world, the default in
+    /// place of the embedded connector (tests use this to load misbehaving
+    /// fixture guests).
     pub fn with_component(
         wasm: &[u8],
         tokens: Arc<dyn TokenStore>,
@@ -53,22 +66,33 @@ impl Runtime {
         let engine = Engine::new(&config)
             .map_err(anyhow::Error::from)
             .context("could not create the wasmtime engine")?;
-        let component = load_component(&engine, wasm, cache_dir)?;
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         Connector::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
-        let pre = ConnectorPre::new(
-            linker
-                .instantiate_pre(&component)
-                .map_err(anyhow::Error::from)
-                .context(
-                    "the connector component does not fit the ionflow:gateway/connector world",
-                )?,
-        )?;
+        let compiled = components::compile(&engine, EMBEDDED_CONNECTOR, "embedded", cache_dir)?;
+        let required = RequiredExports::of(&engine, &compiled.0);
+        let embedded = components::link(&engine, &linker, &required, compiled, "embedded")
+            .context("the embedded connector does not fit this build of ionflow")?;
+        let default = if wasm == EMBEDDED_CONNECTOR {
+            embedded
+        } else {
+            let compiled = components::compile(&engine, wasm, "the default component", cache_dir)?;
+            components::link(
+                &engine,
+                &linker,
+                &required,
+                compiled,
+                "the default component",
+            )?
+        };
         Ok(Runtime {
             _ticker: EpochTicker::start(engine.clone()),
             engine,
-            pre,
+            linker,
+            required,
+            cache_dir: cache_dir.map(Path::to_path_buf),
+            default,
+            loaded: Mutex::new(HashMap::new()),
             transport: HttpTransport::new()?,
             tokens,
             limits: SandboxLimits::default(),
@@ -85,7 +109,50 @@ impl Runtime {
         &self.transport
     }
 
-    /// Opens a connection from `.ionapi` JSON. No network call happens here.
+    /// The component used when a connection names none: the embedded connector.
+    pub fn default_connector(&self) -> &ConnectorComponent {
+        &self.default
+    }
+
+    /// Loads a connector component from a file: a newer build of the
+    /// connector or a third-party one implementing the same world.
+    pub fn load_connector_file(&self, path: &Path) -> Result<ConnectorComponent, ComponentError> {
+        let wasm = std::fs::read(path).map_err(|cause| ComponentError::Read {
+            path: path.to_owned(),
+            cause,
+        })?;
+        self.load_connector(&wasm, &path.display().to_string())
+    }
+
+    /// Compiles (or finds, by digest) a connector component and checks it
+    /// against the world. `origin` names it in errors and logs.
+    pub fn load_connector(
+        &self,
+        wasm: &[u8],
+        origin: &str,
+    ) -> Result<ConnectorComponent, ComponentError> {
+        let digest = ComponentDigest::of(wasm);
+        if digest == self.default.digest() {
+            return Ok(self.default.clone());
+        }
+        if let Some(known) = self.loaded().get(&digest) {
+            return Ok(known.clone());
+        }
+        let compiled = components::compile(&self.engine, wasm, origin, self.cache_dir.as_deref())?;
+        let component =
+            components::link(&self.engine, &self.linker, &self.required, compiled, origin)?;
+        self.loaded().insert(digest, component.clone());
+        Ok(component)
+    }
+
+    fn loaded(&self) -> std::sync::MutexGuard<'_, HashMap<ComponentDigest, ConnectorComponent>> {
+        self.loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Opens a connection from `.ionapi` JSON on the default connector.
+    /// No network call happens here.
     pub async fn open(
         &self,
         name: &str,
@@ -95,8 +162,8 @@ impl Runtime {
         self.open_pool(name, ionapi_json, options, 1).await
     }
 
-    /// Opens a connection served by `instances` connector instances, for
-    /// calls in parallel. They share tokens through the token store.
+    /// Opens a connection served by `instances` instances of the default
+    /// connector, for calls in parallel. They share tokens through the token store.
     pub async fn open_pool(
         &self,
         name: &str,
@@ -104,8 +171,21 @@ impl Runtime {
         options: ConnectionOptions,
         instances: usize,
     ) -> Result<Connection, ConnectorError> {
+        self.open_with(&self.default, name, ionapi_json, options, instances)
+            .await
+    }
+
+    /// Opens a connection on `connector`, one of this runtime's components.
+    pub async fn open_with(
+        &self,
+        connector: &ConnectorComponent,
+        name: &str,
+        ionapi_json: &str,
+        options: ConnectionOptions,
+        instances: usize,
+    ) -> Result<Connection, ConnectorError> {
         Connection::open(
-            self.pre.clone(),
+            connector.pre.clone(),
             &self.engine,
             self.transport.clone(),
             self.tokens.clone(),
@@ -126,7 +206,7 @@ impl Runtime {
         ionapi_json: &str,
     ) -> Result<Inspection, ConnectorError> {
         connection::inspect(
-            self.pre.clone(),
+            self.default.pre.clone(),
             &self.engine,
             self.transport.clone(),
             self.tokens.clone(),
@@ -136,65 +216,6 @@ impl Runtime {
         )
         .await
     }
-}
-
-/// Compiling the component takes a few hundred milliseconds; a precompiled
-/// artifact loads in about one. The file name carries the digest of the
-/// component and of the engine's settings, so a changed connector or
-/// wasmtime never loads a stale artifact.
-fn load_component(
-    engine: &Engine,
-    wasm: &[u8],
-    cache_dir: Option<&Path>,
-) -> anyhow::Result<Component> {
-    let Some(dir) = cache_dir else {
-        return Component::new(engine, wasm)
-            .map_err(anyhow::Error::from)
-            .context("could not compile the connector component");
-    };
-    let path = cache_path(engine, wasm, dir);
-    if path.exists() {
-        // SAFETY: the file was written by `Component::serialize` below for
-        // this exact component and engine (its name says so) in the user's
-        // own cache directory; deserializing trusts that it was not tampered with.
-        match unsafe { Component::deserialize_file(engine, &path) } {
-            Ok(component) => return Ok(component),
-            Err(e) => {
-                tracing::debug!(path = %path.display(), "ignoring unusable precompiled connector: {e:#}")
-            }
-        }
-    }
-    let component = Component::new(engine, wasm)
-        .map_err(anyhow::Error::from)
-        .context("could not compile the connector component")?;
-    if let Err(e) = store_artifact(&component, &path) {
-        tracing::debug!(path = %path.display(), "could not cache the precompiled connector: {e:#}");
-    }
-    Ok(component)
-}
-
-fn cache_path(engine: &Engine, wasm: &[u8], dir: &Path) -> PathBuf {
-    let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
-    engine
-        .precompile_compatibility_hash()
-        .hash(&mut engine_hash);
-    let digest = Sha256::new()
-        .chain_update(wasm)
-        .chain_update(engine_hash.finish().to_le_bytes())
-        .finalize();
-    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    dir.join(format!("connector-{hex}.cwasm"))
-}
-
-fn store_artifact(component: &Component, path: &Path) -> anyhow::Result<()> {
-    let bytes = component.serialize()?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
 }
 
 /// Advances the engine's epoch in the background for as long as the runtime lives.

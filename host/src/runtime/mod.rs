@@ -3,7 +3,9 @@
 
 mod bindings;
 pub mod capabilities;
+mod components;
 mod connection;
+pub mod contract;
 mod engine;
 mod error;
 mod rate_limit;
@@ -17,8 +19,9 @@ pub use bindings::exports::ionflow::gateway::gateway::{
     Request as GatewayRequest, Response as GatewayResponse,
 };
 pub use bindings::ionflow::gateway::types::Method;
+pub use components::{ComponentDigest, ComponentError, ConnectorComponent, WORLD};
 pub use connection::{Connection, ConnectionStats, SandboxLimits};
-pub use engine::Runtime;
+pub use engine::{EMBEDDED_CONNECTOR, Runtime};
 pub use error::{ConnectorError, ErrorKind};
 pub use rate_limit::RateLimit;
 pub use token::AccessToken;
