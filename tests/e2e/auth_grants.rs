@@ -6,23 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ionflow::runtime::capabilities::MemoryTokenStore;
-use ionflow::runtime::{
-    ClientAuth, ConnectionOptions, GatewayRequest, Grant, Method, Runtime, default_options,
-};
+use ionflow::runtime::{ClientAuth, ConnectionOptions, Grant, Runtime, default_options};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::support::{edit_ionapi, ionflow, items_pipeline, run, simulator, workdir};
-
-fn users_me() -> GatewayRequest {
-    GatewayRequest {
-        method: Method::Get,
-        path: "ifsservice/usermgt/v2/users/me".into(),
-        query: vec![],
-        headers: vec![],
-        body: vec![],
-        timeout_ms: None,
-    }
-}
+use crate::support::{edit_ionapi, ionflow, items_pipeline, run, simulator, users_me, workdir};
 
 #[tokio::test]
 async fn client_credentials_with_http_basic_client_authentication() {

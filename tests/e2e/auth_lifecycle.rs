@@ -6,21 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ionflow::runtime::capabilities::MemoryTokenStore;
-use ionflow::runtime::{ConnectorError, GatewayRequest, Method, Runtime, default_options};
+use ionflow::runtime::{ConnectorError, Runtime, default_options};
 
 use crate::auth_grants::user_pipeline;
-use crate::support::{ionflow, issued_tokens, items_pipeline, run, sim_post, simulator, workdir};
-
-fn users_me() -> GatewayRequest {
-    GatewayRequest {
-        method: Method::Get,
-        path: "ifsservice/usermgt/v2/users/me".into(),
-        query: vec![],
-        headers: vec![],
-        body: vec![],
-        timeout_ms: None,
-    }
-}
+use crate::support::{
+    ionflow, issued_tokens, items_pipeline, run, sim_post, simulator, users_me, workdir,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_concurrent_first_calls_cause_one_token_request() {
@@ -294,7 +285,7 @@ async fn sigterm_during_a_run_stops_it_and_revokes() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = child.id().unwrap() as i32;
+    let pid = child.id().unwrap();
     // Wait until the run is under way.
     for _ in 0..100 {
         if sim.counters().api_calls > 5 {
@@ -302,11 +293,7 @@ async fn sigterm_during_a_run_stops_it_and_revokes() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    crate::support::sigterm(pid).await;
     let output = child.wait_with_output().await.unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(130), "{stderr}");

@@ -4,20 +4,9 @@
 use std::sync::Arc;
 
 use ionflow::runtime::capabilities::MemoryTokenStore;
-use ionflow::runtime::{GatewayRequest, Method, Runtime, default_options};
+use ionflow::runtime::{Runtime, default_options};
 
-use crate::support::{file_secrets, simulator, workdir};
-
-fn users_me() -> GatewayRequest {
-    GatewayRequest {
-        method: Method::Get,
-        path: "ifsservice/usermgt/v2/users/me".into(),
-        query: vec![],
-        headers: vec![],
-        body: vec![],
-        timeout_ms: None,
-    }
-}
+use crate::support::{file_secrets, simulator, users_me, workdir};
 
 fn runtime() -> Runtime {
     Runtime::new(Arc::new(MemoryTokenStore::new()), None).unwrap()

@@ -3,7 +3,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::{ionflow, items_pipeline, run, simulator, without_rate_limit, workdir};
+use crate::support::{
+    ionflow, items_pipeline, run, sigterm, simulator, without_rate_limit, workdir,
+};
 
 fn scheduled(dir: &Path, ionapi: &Path, page_size: u32, schedule: &str) {
     let file = items_pipeline(dir, ionapi, page_size);
@@ -18,15 +20,6 @@ fn events(stderr: &str, name: &str) -> Vec<serde_json::Value> {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|e| e["fields"]["event"] == name)
         .collect()
-}
-
-async fn sigterm(pid: u32) {
-    let status = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .await
-        .unwrap();
-    assert!(status.success());
 }
 
 #[cfg(unix)]

@@ -269,3 +269,25 @@ pub async fn sim_get(sim: &Simulator, path: &str) -> serde_json::Value {
         .await
         .unwrap()
 }
+
+/// `GET ifsservice/usermgt/v2/users/me`, the call that proves a token works.
+pub fn users_me() -> ionflow::runtime::GatewayRequest {
+    ionflow::runtime::GatewayRequest {
+        method: ionflow::runtime::Method::Get,
+        path: "ifsservice/usermgt/v2/users/me".into(),
+        query: vec![],
+        headers: vec![],
+        body: vec![],
+        timeout_ms: None,
+    }
+}
+
+/// Sends SIGTERM to a child, as a scheduler or `kubectl delete` would.
+pub async fn sigterm(pid: u32) {
+    let status = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+}
