@@ -84,3 +84,38 @@ async fn describe_masks_every_secret() {
     assert!(info.client_secret.starts_with("*****"));
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_body_over_the_payload_limit_is_refused_before_sending() {
+    let sim = simulator(10).await;
+    let (_dir, ionapi) = workdir(&sim);
+    let options = ionflow::runtime::ConnectionOptions {
+        max_payload_bytes: Some(1024),
+        ..default_options()
+    };
+    let conn = runtime()
+        .open("sim", &std::fs::read_to_string(&ionapi).unwrap(), options)
+        .await
+        .unwrap();
+    let request = ionflow::runtime::GatewayRequest {
+        method: ionflow::runtime::Method::Post,
+        path: "IONSERVICES/api/ion/messaging/service/v2/message".into(),
+        query: vec![],
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: vec![b' '; 2048],
+        timeout_ms: None,
+    };
+    let error = conn.call(request).await.unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("2048 bytes exceeds the payload limit of 1024 bytes"),
+        "{message}"
+    );
+    let counters = sim.counters();
+    assert_eq!(counters.api_calls, 0, "nothing was sent");
+    assert_eq!(
+        counters.token_requests.password, 0,
+        "not even a token was requested"
+    );
+    sim.shutdown().await;
+}
