@@ -1,6 +1,7 @@
 //! JSON endpoints, on the gateway or plain HTTP(S), read in one call or paged
 //! by offset and limit until a page comes back shorter than the limit.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,7 +44,7 @@ pub struct OffsetReader {
 fn expand_map(
     vars: &Variables,
     what: &str,
-    map: &std::collections::BTreeMap<String, String>,
+    map: &BTreeMap<String, String>,
 ) -> anyhow::Result<Vec<(String, String)>> {
     map.iter()
         .map(|(k, v)| {
@@ -54,7 +55,39 @@ fn expand_map(
         .collect()
 }
 
+/// The settings a gateway source and an HTTP source have in common.
+struct Shared<'a> {
+    query: &'a BTreeMap<String, String>,
+    headers: &'a BTreeMap<String, String>,
+    records_pointer: Option<&'a str>,
+    records_jq: Option<&'a str>,
+    paging: &'a Option<OffsetPaging>,
+    max_records: Option<u64>,
+    retry: RetryConfig,
+}
+
 impl OffsetReader {
+    fn with_target(
+        target: Target,
+        shared: Shared<'_>,
+        vars: &Variables,
+        stats: Arc<RunStats>,
+    ) -> anyhow::Result<Self> {
+        Ok(OffsetReader {
+            target,
+            query: expand_map(vars, "query", shared.query)?,
+            headers: expand_map(vars, "headers", shared.headers)?,
+            records_at: RecordsAt::new(shared.records_pointer, shared.records_jq)
+                .map_err(|e| anyhow::anyhow!("source.{e}"))?,
+            offset: shared.paging.as_ref().map_or(0, |p| p.start_offset),
+            paging: shared.paging.clone(),
+            limit: Limit::new(shared.max_records),
+            done: false,
+            retry: shared.retry,
+            stats,
+        })
+    }
+
     pub fn gateway(
         config: &GatewaySource,
         connection: Arc<Connection>,
@@ -64,22 +97,20 @@ impl OffsetReader {
         let path = vars
             .expand(&config.path)
             .map_err(|e| anyhow::anyhow!("source.path: {e}"))?;
-        Ok(OffsetReader {
-            target: Target::Gateway { connection, path },
-            query: expand_map(vars, "query", &config.query)?,
-            headers: expand_map(vars, "headers", &config.headers)?,
-            records_at: RecordsAt::new(
-                config.records_pointer.as_deref(),
-                config.records_jq.as_deref(),
-            )
-            .map_err(|e| anyhow::anyhow!("source.{e}"))?,
-            offset: config.paging.as_ref().map_or(0, |p| p.start_offset),
-            paging: config.paging.clone(),
-            limit: Limit::new(config.max_records),
-            done: false,
-            retry: config.retry,
+        Self::with_target(
+            Target::Gateway { connection, path },
+            Shared {
+                query: &config.query,
+                headers: &config.headers,
+                records_pointer: config.records_pointer.as_deref(),
+                records_jq: config.records_jq.as_deref(),
+                paging: &config.paging,
+                max_records: config.max_records,
+                retry: config.retry,
+            },
+            vars,
             stats,
-        })
+        )
     }
 
     pub fn http(
@@ -92,26 +123,24 @@ impl OffsetReader {
             .expand(&config.url)
             .map_err(|e| anyhow::anyhow!("source.url: {e}"))?;
         http::check_url(&url).map_err(|e| anyhow::anyhow!("source.url: {e}"))?;
-        Ok(OffsetReader {
-            target: Target::Http {
+        Self::with_target(
+            Target::Http {
                 client,
                 url,
                 timeout: Duration::from_secs(config.timeout_secs),
             },
-            query: expand_map(vars, "query", &config.query)?,
-            headers: expand_map(vars, "headers", &config.headers)?,
-            records_at: RecordsAt::new(
-                config.records_pointer.as_deref(),
-                config.records_jq.as_deref(),
-            )
-            .map_err(|e| anyhow::anyhow!("source.{e}"))?,
-            offset: config.paging.as_ref().map_or(0, |p| p.start_offset),
-            paging: config.paging.clone(),
-            limit: Limit::new(config.max_records),
-            done: false,
-            retry: config.retry,
+            Shared {
+                query: &config.query,
+                headers: &config.headers,
+                records_pointer: config.records_pointer.as_deref(),
+                records_jq: config.records_jq.as_deref(),
+                paging: &config.paging,
+                max_records: config.max_records,
+                retry: config.retry,
+            },
+            vars,
             stats,
-        })
+        )
     }
 
     pub async fn next_page(&mut self) -> anyhow::Result<Option<Vec<Value>>> {
