@@ -12,19 +12,23 @@ fn runtime() -> Runtime {
     Runtime::new(Arc::new(MemoryTokenStore::new()), None).unwrap()
 }
 
+async fn open(runtime: &Runtime, ionapi: &std::path::Path) -> ionflow::runtime::Connection {
+    runtime
+        .open(
+            "sim",
+            &std::fs::read_to_string(ionapi).unwrap(),
+            default_options(),
+        )
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn one_token_serves_many_calls_and_a_401_is_recovered_once() {
     let sim = simulator(10).await;
     let (_dir, ionapi) = workdir(&sim);
     let runtime = runtime();
-    let conn = runtime
-        .open(
-            "sim",
-            &std::fs::read_to_string(&ionapi).unwrap(),
-            default_options(),
-        )
-        .await
-        .unwrap();
+    let conn = open(&runtime, &ionapi).await;
     for _ in 0..5 {
         let response = conn.call(users_me()).await.unwrap();
         assert_eq!(response.status, 200);
@@ -52,6 +56,25 @@ async fn one_token_serves_many_calls_and_a_401_is_recovered_once() {
         "exactly one renewal: {counters:?}"
     );
     assert_eq!(conn.stats().token_requests(), 2);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_token_revoked_by_the_gateway_is_replaced_by_a_new_grant() {
+    let sim = simulator(10).await;
+    let (_dir, ionapi) = workdir(&sim);
+    let runtime = runtime();
+    let conn = open(&runtime, &ionapi).await;
+    assert_eq!(conn.call(users_me()).await.unwrap().status, 200);
+    // Access and refresh tokens alike: the refresh the connector tries after
+    // the 401 is refused, so it falls back to the backend-service grant.
+    crate::support::sim_post(&sim, "revoke-tokens", serde_json::json!({})).await;
+    assert_eq!(conn.call(users_me()).await.unwrap().status, 200);
+    let counters = sim.counters();
+    assert_eq!(counters.unauthorized, 1, "{counters:?}");
+    assert_eq!(counters.token_requests.password, 2, "{counters:?}");
+    assert!(counters.token_requests.refresh_token <= 1, "{counters:?}");
+    assert_eq!(counters.refresh_token_reuse, 0, "{counters:?}");
     sim.shutdown().await;
 }
 

@@ -73,10 +73,21 @@ async fn a_seconds_schedule_fires_once_per_second_and_reports_status() {
             "consecutive seconds, none twice: {ticks:?}"
         );
     }
+    // On a loaded machine the signal can land while a run is still going:
+    // that run stops at a page boundary and says so.
+    let interrupted = events(&stderr, "run_failed")
+        .into_iter()
+        .filter(|e| {
+            e["fields"]["error"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("interrupted"))
+        })
+        .count();
+    assert!(interrupted <= 1, "only the last run can be cut short");
     assert_eq!(
-        finished.len(),
+        finished.len() + interrupted,
         started.len(),
-        "every run finished before exit"
+        "every run finished, or stopped for the signal, before exit: {stderr}"
     );
     assert!(finished.iter().all(|e| e["fields"]["records_out"] == 20));
     assert_eq!(

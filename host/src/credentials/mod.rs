@@ -186,6 +186,7 @@ fn options(connection: &ConnectionConfig) -> ConnectionOptions {
             ClientAuthName::Basic => ClientAuth::Basic,
         }),
         request_timeout_ms: connection.timeout_secs.map(|s| s * 1000),
+        max_payload_bytes: connection.max_payload_bytes,
         ..default_options()
     }
 }

@@ -63,6 +63,9 @@ pub struct ConnectionConfig {
     pub client_auth: Option<ClientAuthName>,
     /// Per-request timeout; default 60, at most 300 (the gateway's ceiling).
     pub timeout_secs: Option<u32>,
+    /// Request bodies larger than this are refused before sending; default
+    /// 10 MB (10485760), the gateway's limit for buffered endpoints.
+    pub max_payload_bytes: Option<u64>,
     /// For `grant = "saml_bearer"`: a file holding the SAML assertion (XML).
     pub saml_assertion_file: Option<String>,
     /// For `grant = "saml_bearer"`: an environment variable holding it.
@@ -462,6 +465,33 @@ pub enum SinkConfig {
     Gateway(GatewaySink),
 }
 
+/// How a sink that sends one request per record spreads them out.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery<'a> {
+    pub connection: Option<&'a str>,
+    pub concurrency: u32,
+    pub order_key: Option<&'a str>,
+}
+
+impl SinkConfig {
+    /// `None` for sinks that do not send a request per record.
+    pub fn delivery(&self) -> Option<Delivery<'_>> {
+        let (connection, concurrency, order_key) = match self {
+            SinkConfig::File(_) | SinkConfig::Stdout(_) | SinkConfig::M3Bulk(_) => return None,
+            SinkConfig::Http(s) => (None, s.concurrency, &s.order_key),
+            SinkConfig::M3(s) => (Some(&s.connection), s.concurrency, &s.order_key),
+            SinkConfig::IdoUpdate(s) => (Some(&s.connection), s.concurrency, &s.order_key),
+            SinkConfig::IonMessage(s) => (Some(&s.connection), s.concurrency, &s.order_key),
+            SinkConfig::Gateway(s) => (Some(&s.connection), s.concurrency, &s.order_key),
+        };
+        Some(Delivery {
+            connection: connection.map(String::as_str),
+            concurrency,
+            order_key: order_key.as_deref(),
+        })
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSink {
@@ -511,9 +541,24 @@ pub struct HttpSink {
     pub content_type: String,
     #[serde(default = "default_http_timeout_secs")]
     pub timeout_secs: u64,
+    /// Requests in flight at once, 1 to 64 (default 1). Results are taken
+    /// in input order, so the dead letter and the summary read as if sent one by one.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+    /// With `concurrency` above 1: a template such as `{{ record.item }}`;
+    /// records with the same key are never in flight together, so each key's
+    /// requests reach the product in input order.
+    pub order_key: Option<String>,
     #[serde(default)]
     pub retry: RetryConfig,
 }
+
+fn default_concurrency() -> u32 {
+    1
+}
+
+/// The most requests one sink keeps in flight; each needs a connector instance.
+pub const MAX_CONCURRENCY: u32 = 64;
 
 fn default_content_type() -> String {
     "application/json".into()
@@ -530,6 +575,14 @@ pub struct M3Sink {
     pub fields: Option<BTreeMap<String, String>>,
     /// Company (`cono`), a template.
     pub cono: Option<String>,
+    /// Requests in flight at once, 1 to 64 (default 1). Results are taken
+    /// in input order, so the dead letter and the summary read as if sent one by one.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+    /// With `concurrency` above 1: a template such as `{{ record.item }}`;
+    /// records with the same key are never in flight together, so each key's
+    /// requests reach the product in input order.
+    pub order_key: Option<String>,
     #[serde(default)]
     pub retry: RetryConfig,
 }
@@ -573,6 +626,14 @@ pub struct IdoUpdateSink {
     pub action: IdoAction,
     /// Property values as templates; every top-level field when absent.
     pub properties: Option<BTreeMap<String, String>>,
+    /// Requests in flight at once, 1 to 64 (default 1). Results are taken
+    /// in input order, so the dead letter and the summary read as if sent one by one.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+    /// With `concurrency` above 1: a template such as `{{ record.item }}`;
+    /// records with the same key are never in flight together, so each key's
+    /// requests reach the product in input order.
+    pub order_key: Option<String>,
     #[serde(default)]
     pub retry: RetryConfig,
 }
@@ -589,6 +650,14 @@ pub struct IonMessageSink {
     pub to_logical_id: String,
     /// Document template; the record as JSON when absent.
     pub document: Option<String>,
+    /// Requests in flight at once, 1 to 64 (default 1). Results are taken
+    /// in input order, so the dead letter and the summary read as if sent one by one.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+    /// With `concurrency` above 1: a template such as `{{ record.item }}`;
+    /// records with the same key are never in flight together, so each key's
+    /// requests reach the product in input order.
+    pub order_key: Option<String>,
     #[serde(default)]
     pub retry: RetryConfig,
 }
@@ -632,6 +701,14 @@ pub struct GatewaySink {
     /// Whether a call that timed out may be sent again (only if the endpoint is idempotent).
     #[serde(default)]
     pub idempotent: bool,
+    /// Requests in flight at once, 1 to 64 (default 1). Results are taken
+    /// in input order, so the dead letter and the summary read as if sent one by one.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+    /// With `concurrency` above 1: a template such as `{{ record.item }}`;
+    /// records with the same key are never in flight together, so each key's
+    /// requests reach the product in input order.
+    pub order_key: Option<String>,
     #[serde(default)]
     pub retry: RetryConfig,
 }
@@ -859,6 +936,13 @@ impl PipelineConfig {
                     "requests and window_secs must both be at least 1",
                 );
             }
+            if conn.max_payload_bytes == Some(0) {
+                problems.add(
+                    &table,
+                    Some("max_payload_bytes"),
+                    "must be at least 1; leave it out for the gateway's 10 MB limit",
+                );
+            }
             if conn.timeout_secs.is_some_and(|t| t == 0 || t > 300) {
                 problems.add(
                     &table,
@@ -1023,6 +1107,24 @@ impl PipelineConfig {
                 SinkConfig::Gateway(s) => {
                     check_header_secrets(problems, &table, &s.headers);
                     need_connection(&table, &s.connection, problems);
+                }
+            }
+            if let Some(delivery) = sink.delivery() {
+                range(
+                    problems,
+                    &table,
+                    "concurrency",
+                    delivery.concurrency.into(),
+                    MAX_CONCURRENCY.into(),
+                    " (each request in flight holds a connector instance)",
+                );
+                if delivery.order_key.is_some() && delivery.concurrency == 1 {
+                    problems.add(
+                        &table,
+                        Some("order_key"),
+                        "only matters with concurrency above 1, where one request at a time \
+                         already keeps every record in order; remove it or raise concurrency",
+                    );
                 }
             }
         }
@@ -1414,6 +1516,42 @@ path = "out/items.jsonl"
                 .to_string()
                 .starts_with("p.toml:26:1: sinks[1].csv_delimiter"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn concurrency_order_key_and_payload_limit_are_checked_where_written() {
+        let sink = "\n[[sinks]]\nkind = \"m3\"\nconnection = \"m3\"\nprogram = \"MMS200MI\"\n\
+                    transaction = \"AddItmBasic\"\n";
+        let text = GOOD.replace(
+            "ionapi_file = \"m3.ionapi\"",
+            "ionapi_file = \"m3.ionapi\"\nmax_payload_bytes = 0",
+        ) + sink
+            + "concurrency = 65\n"
+            + sink
+            + "order_key = \"{{ record.ITNO }}\"\n";
+        let e = parse(&text).unwrap_err();
+        let lines: Vec<String> = e.0.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 3, "{e}");
+        assert!(
+            lines[0].starts_with("p.toml:5:1: connections.m3.max_payload_bytes"),
+            "{e}"
+        );
+        assert!(
+            lines[1].starts_with("p.toml:27:1: sinks[1].concurrency: must be between 1 and 64"),
+            "{e}"
+        );
+        assert!(
+            lines[2].starts_with("p.toml:34:1: sinks[2].order_key: only matters"),
+            "{e}"
+        );
+        let fine = GOOD.to_owned() + sink + "concurrency = 8\norder_key = \"{{ record.ITNO }}\"\n";
+        let config = parse(&fine).unwrap();
+        let delivery = config.sinks[1].delivery().unwrap();
+        assert_eq!((delivery.connection, delivery.concurrency), (Some("m3"), 8));
+        assert!(
+            config.sinks[0].delivery().is_none(),
+            "a file sink sends no requests"
         );
     }
 

@@ -199,7 +199,7 @@ impl Pipeline {
                     name,
                     resolved.ionapi_json.expose(),
                     resolved.options,
-                    1,
+                    self.instances_for(name),
                 )
                 .await
                 .with_context(|| format!("connection `{name}` ({})", resolved.source))?;
@@ -214,6 +214,20 @@ impl Pipeline {
             open.insert(name.clone(), Arc::new(connection));
         }
         Ok(open)
+    }
+
+    /// One connector instance per request a sink of this connection may
+    /// have in flight: an instance serves one call at a time.
+    fn instances_for(&self, connection: &str) -> usize {
+        self.config
+            .sinks
+            .iter()
+            .filter_map(|s| s.delivery())
+            .filter(|d| d.connection == Some(connection))
+            .map(|d| d.concurrency as usize)
+            .max()
+            .unwrap_or(1)
+            .clamp(1, config::MAX_CONCURRENCY as usize)
     }
 
     /// The credentials and options of `[connections.NAME]`.
@@ -441,6 +455,11 @@ impl Pipeline {
             progress.update(&summary);
             // Checked between pages, never inside a guest call.
             if stopping.load(Ordering::SeqCst) {
+                // Requests already sent finish, so each record's outcome is known.
+                for (i, sink) in sinks.iter_mut().enumerate() {
+                    sink.settle(&mut outcome).await?;
+                    drain(&mut outcome, &mut summary, &mut dead_letter, &self.name, i)?;
+                }
                 progress.finish();
                 return Err(Interrupted.into());
             }

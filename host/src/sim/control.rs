@@ -23,6 +23,7 @@ pub(crate) fn router() -> Router<Arc<SimState>> {
         .route("/counters", get(counters))
         .route("/tokens", get(tokens))
         .route("/expire-tokens", post(expire_tokens))
+        .route("/revoke-tokens", post(revoke_tokens))
         .route("/messages", get(messages))
         .route("/reset-counters", post(reset_counters))
         .route("/reject-tokens", post(reject_tokens))
@@ -61,6 +62,11 @@ async fn tokens(State(state): State<Arc<SimState>>) -> Json<IssuedTokens> {
 async fn expire_tokens(State(state): State<Arc<SimState>>) -> Json<serde_json::Value> {
     let expired = lock(&state.tokens).expire_all(Instant::now());
     Json(json!({ "expired": expired }))
+}
+
+async fn revoke_tokens(State(state): State<Arc<SimState>>) -> Json<serde_json::Value> {
+    let revoked = lock(&state.tokens).revoke_all();
+    Json(json!({ "revoked": revoked }))
 }
 
 async fn messages(State(state): State<Arc<SimState>>) -> Json<Vec<ReceivedMessage>> {

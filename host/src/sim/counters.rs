@@ -53,6 +53,10 @@ pub struct Counters {
     /// Authenticated business calls by URL path (no query string).
     pub calls_by_path: BTreeMap<String, u64>,
     pub messages_received: u64,
+    /// Authenticated business calls being answered right now.
+    pub in_flight: u64,
+    /// The most business calls that were ever being answered at once.
+    pub max_in_flight: u64,
 }
 
 #[derive(Debug, Default)]
@@ -84,6 +88,15 @@ impl CounterStore {
         });
     }
 
+    /// Marks a business call as being answered until the guard drops.
+    pub(crate) fn call_started(&self) -> InFlightCall<'_> {
+        self.update(|c| {
+            c.in_flight += 1;
+            c.max_in_flight = c.max_in_flight.max(c.in_flight);
+        });
+        InFlightCall { store: self }
+    }
+
     pub(crate) fn count_api_call(&self, path: &str) {
         self.update(|c| {
             c.api_calls += 1;
@@ -96,6 +109,17 @@ impl CounterStore {
             };
             *c.calls_by_path.entry(key.to_owned()).or_default() += 1;
         });
+    }
+}
+
+pub(crate) struct InFlightCall<'a> {
+    store: &'a CounterStore,
+}
+
+impl Drop for InFlightCall<'_> {
+    fn drop(&mut self) {
+        self.store
+            .update(|c| c.in_flight = c.in_flight.saturating_sub(1));
     }
 }
 
@@ -117,6 +141,19 @@ mod tests {
         assert_eq!(snap.calls_by_path[OTHER_PATHS], 50);
         store.reset();
         assert_eq!(store.snapshot(), Counters::default());
+    }
+
+    #[test]
+    fn calls_in_flight_and_their_peak() {
+        let store = CounterStore::default();
+        let first = store.call_started();
+        let second = store.call_started();
+        drop(first);
+        let third = store.call_started();
+        assert_eq!(store.snapshot().in_flight, 2);
+        drop((second, third));
+        let snap = store.snapshot();
+        assert_eq!((snap.in_flight, snap.max_in_flight), (0, 2));
     }
 
     #[test]

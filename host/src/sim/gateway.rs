@@ -126,6 +126,7 @@ pub(crate) async fn require_bearer(
                 None => request.uri().path(),
             };
             state.counters.count_api_call(path);
+            let _answering = state.counters.call_started();
             // The quota is the gateway's own policy: it answers before the product.
             let over_quota = lock(&state.quota)
                 .as_mut()

@@ -245,6 +245,25 @@ impl TokenRegistry {
         true
     }
 
+    /// Revokes every access and refresh token, as an administrator who
+    /// withdraws a user's grants does; returns how many were still usable.
+    pub(crate) fn revoke_all(&mut self) -> usize {
+        let mut revoked = 0;
+        for entry in self.access.values_mut().filter(|e| !e.revoked) {
+            entry.revoked = true;
+            revoked += 1;
+        }
+        for entry in self
+            .refresh
+            .values_mut()
+            .filter(|e| e.state == RefreshState::Current)
+        {
+            entry.state = RefreshState::Revoked;
+            revoked += 1;
+        }
+        revoked
+    }
+
     /// Makes every access token expired as of `now`; returns how many were
     /// still live.
     pub(crate) fn expire_all(&mut self, now: Instant) -> usize {

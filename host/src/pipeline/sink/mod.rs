@@ -2,6 +2,7 @@
 //! compiled, nothing opened) and opened when it runs.
 
 mod file;
+mod in_flight;
 mod m3_bulk;
 mod request;
 
@@ -22,6 +23,7 @@ use super::interpolate::Variables;
 use super::retry::{RunStats, gateway_call};
 use super::template::{RenderContext, Templates};
 use crate::runtime::{Connection, ErrorKind, GatewayRequest, Method};
+use in_flight::{Delivered, InFlight};
 
 /// The compiled templates and the values they may read.
 pub struct Scope {
@@ -227,20 +229,20 @@ pub enum Sink {
     },
     Gateway {
         connection: Arc<Connection>,
-        plan: RequestPlan,
-        headers: Vec<(String, String)>,
+        plan: Arc<RequestPlan>,
         retry: RetryConfig,
         stats: Arc<RunStats>,
         scope: Arc<Scope>,
+        in_flight: InFlight,
     },
     Http {
         client: reqwest::Client,
-        plan: RequestPlan,
-        headers: Vec<(String, String)>,
+        plan: Arc<RequestPlan>,
         timeout: Duration,
         retry: RetryConfig,
         stats: Arc<RunStats>,
         scope: Arc<Scope>,
+        in_flight: InFlight,
     },
     M3Bulk(m3_bulk::BulkWriter),
 }
@@ -280,8 +282,8 @@ impl Sink {
                 retry,
             } => Sink::Gateway {
                 connection: connection(name)?,
-                headers: plan.headers.clone(),
-                plan: plan.clone(),
+                in_flight: InFlight::new(plan.concurrency),
+                plan: Arc::new(plan.clone()),
                 retry: *retry,
                 stats: cx.stats.clone(),
                 scope: cx.scope.clone(),
@@ -292,8 +294,8 @@ impl Sink {
                 retry,
             } => Sink::Http {
                 client: cx.http.clone(),
-                headers: plan.headers.clone(),
-                plan: plan.clone(),
+                in_flight: InFlight::new(plan.concurrency),
+                plan: Arc::new(plan.clone()),
                 timeout: *timeout,
                 retry: *retry,
                 stats: cx.stats.clone(),
@@ -336,70 +338,56 @@ impl Sink {
             Sink::Gateway {
                 connection,
                 plan,
-                headers,
                 retry,
                 stats,
                 scope,
+                in_flight,
             } => {
-                let rendered = match plan.render(record, scope) {
+                let (rendered, key) = match plan
+                    .render(record, scope)
+                    .and_then(|r| Ok((r, plan.order_key(record, scope)?)))
+                {
                     Ok(r) => r,
                     Err(e) => {
                         reject(out, e);
                         return Ok(());
                     }
                 };
-                let mut request_headers = headers.clone();
+                let mut headers = plan.headers.clone();
                 if rendered.body.is_some() {
-                    request_headers.push(("Content-Type".into(), plan.content_type.clone()));
+                    headers.push(("Content-Type".into(), plan.content_type.clone()));
                 }
                 let request = GatewayRequest {
                     method: gateway_method(rendered.method),
                     path: rendered.target,
                     query: rendered.query,
-                    headers: request_headers,
+                    headers,
                     body: rendered.body.unwrap_or_default(),
                     timeout_ms: None,
                 };
-                match gateway_call(connection, request, retry, plan.idempotent, stats).await {
-                    Ok((response, retries)) => {
-                        if retries > 0 {
-                            out.records_retried += 1;
-                        }
-                        if let Err(e) = plan.check_answer(response.status, &response.body) {
-                            reject(out, e);
-                        }
-                    }
-                    Err(e) => match e.kind() {
-                        // The call may or may not have reached the product:
-                        // the record goes to the dead letter for a person to check.
-                        ErrorKind::Unavailable if !plan.idempotent => reject(
-                            out,
-                            format!(
-                                "{}: {e}; the outcome is unknown, check before sending it again",
-                                plan.label
-                            ),
-                        ),
-                        ErrorKind::Failed => reject(out, format!("{}: {e}", plan.label)),
-                        _ => {
-                            return Err(anyhow::Error::new(e).context(format!(
-                                "{} via connection `{}`",
-                                plan.label,
-                                connection.name()
-                            )));
-                        }
-                    },
-                }
+                let send = send_through_gateway(
+                    connection.clone(),
+                    plan.clone(),
+                    request,
+                    *retry,
+                    stats.clone(),
+                    record.clone(),
+                );
+                in_flight.start(key, Box::pin(send), out).await?;
             }
             Sink::Http {
                 client,
                 plan,
-                headers,
                 timeout,
                 retry,
                 stats,
                 scope,
+                in_flight,
             } => {
-                let rendered = match plan.render(record, scope) {
+                let (rendered, key) = match plan
+                    .render(record, scope)
+                    .and_then(|r| Ok((r, plan.order_key(record, scope)?)))
+                {
                     Ok(r) => r,
                     Err(e) => {
                         reject(out, e);
@@ -415,29 +403,39 @@ impl Sink {
                         .context("HTTP method")?,
                     url: rendered.target,
                     query: rendered.query,
-                    headers: headers.clone(),
+                    headers: plan.headers.clone(),
                     body: rendered.body.map(|b| (plan.content_type.clone(), b)),
                     timeout: *timeout,
                 };
-                match plain_http::send(client, &request, retry, plan.idempotent, stats).await {
-                    Ok((response, retries)) => {
-                        if retries > 0 {
-                            out.records_retried += 1;
-                        }
-                        if let Err(e) = plan.check_answer(response.status, &response.body) {
-                            reject(out, e);
-                        }
-                    }
-                    Err(e) => reject(out, format!("{e:#}")),
-                }
+                let send = send_over_http(
+                    client.clone(),
+                    plan.clone(),
+                    request,
+                    *retry,
+                    stats.clone(),
+                    record.clone(),
+                );
+                in_flight.start(key, Box::pin(send), out).await?;
             }
             Sink::M3Bulk(w) => w.write(record, out).await?,
         }
         Ok(())
     }
 
+    /// Waits for the requests in flight, so that every record written so far
+    /// has its outcome; called before a run stops at a page boundary.
+    pub async fn settle(&mut self, out: &mut Outcome) -> anyhow::Result<()> {
+        match self {
+            Sink::Gateway { in_flight, .. } | Sink::Http { in_flight, .. } => {
+                in_flight.settle(out).await
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Flushes what is buffered and makes files visible; returns where output went.
-    pub async fn finish(self, out: &mut Outcome) -> anyhow::Result<Option<PathBuf>> {
+    pub async fn finish(mut self, out: &mut Outcome) -> anyhow::Result<Option<PathBuf>> {
+        self.settle(out).await?;
         match self {
             Sink::File(w) => w.finish().map(Some),
             Sink::Stdout { mut out, .. } => {
@@ -450,6 +448,75 @@ impl Sink {
                 Ok(None)
             }
         }
+    }
+}
+
+/// An answer that arrived, judged by the sink's product envelope.
+fn judge(plan: &RequestPlan, status: u16, body: &[u8], retries: u32, record: Value) -> Delivered {
+    let retried = retries > 0;
+    match plan.check_answer(status, body) {
+        Ok(()) => Delivered::Accepted { retried },
+        Err(error) => Delivered::Rejected {
+            record,
+            error,
+            retried,
+        },
+    }
+}
+
+/// One record's request through the connection, and what became of it.
+async fn send_through_gateway(
+    connection: Arc<Connection>,
+    plan: Arc<RequestPlan>,
+    request: GatewayRequest,
+    retry: RetryConfig,
+    stats: Arc<RunStats>,
+    record: Value,
+) -> Delivered {
+    match gateway_call(&connection, request, &retry, plan.idempotent, &stats).await {
+        Ok((response, retries)) => judge(&plan, response.status, &response.body, retries, record),
+        Err(e) => {
+            let error = match e.kind() {
+                // The call may or may not have reached the product:
+                // the record goes to the dead letter for a person to check.
+                ErrorKind::Unavailable if !plan.idempotent => format!(
+                    "{}: {e}; the outcome is unknown, check before sending it again",
+                    plan.label
+                ),
+                ErrorKind::Failed => format!("{}: {e}", plan.label),
+                _ => {
+                    return Delivered::Fatal(anyhow::Error::new(e).context(format!(
+                        "{} via connection `{}`",
+                        plan.label,
+                        connection.name()
+                    )));
+                }
+            };
+            Delivered::Rejected {
+                record,
+                error,
+                retried: false,
+            }
+        }
+    }
+}
+
+/// One record's plain HTTP(S) request, and what became of it.
+async fn send_over_http(
+    client: reqwest::Client,
+    plan: Arc<RequestPlan>,
+    request: HttpRequest,
+    retry: RetryConfig,
+    stats: Arc<RunStats>,
+    record: Value,
+) -> Delivered {
+    match plain_http::send(&client, &request, &retry, plan.idempotent, &stats).await {
+        Ok((response, retries)) => judge(&plan, response.status, &response.body, retries, record),
+        Err(e) => Delivered::Rejected {
+            record,
+            error: format!("{e:#}"),
+            retried: false,
+        },
     }
 }
 

@@ -80,6 +80,10 @@ pub struct RequestPlan {
     pub idempotent: bool,
     /// For error messages: `M3 MMS200MI/AddItmBasic`, `IDO SLItems`, ...
     pub label: String,
+    /// Requests in flight at once.
+    pub concurrency: u32,
+    /// Records with the same rendered key never overlap in flight.
+    pub order_key: Option<Part>,
 }
 
 /// One rendered request.
@@ -145,6 +149,16 @@ fn template(
     Part::Template(name)
 }
 
+fn order_key(
+    templates: &mut Templates,
+    errors: &mut Vec<(String, String)>,
+    prefix: &str,
+    key: &Option<String>,
+) -> Option<Part> {
+    key.as_ref()
+        .map(|k| template(templates, errors, prefix, "order_key", k))
+}
+
 fn template_map(
     templates: &mut Templates,
     errors: &mut Vec<(String, String)>,
@@ -194,6 +208,8 @@ impl RequestPlan {
             // M3 writes are not idempotent: an Add sent twice adds twice or fails.
             idempotent: false,
             label: format!("M3 {}/{}", c.program, c.transaction),
+            concurrency: c.concurrency,
+            order_key: order_key(templates, errors, prefix, &c.order_key),
         }
     }
 
@@ -221,6 +237,8 @@ impl RequestPlan {
             envelope: Envelope::Ido,
             idempotent: c.action != IdoAction::Insert,
             label: format!("IDO {}", c.ido),
+            concurrency: c.concurrency,
+            order_key: order_key(templates, errors, prefix, &c.order_key),
         }
     }
 
@@ -253,6 +271,8 @@ impl RequestPlan {
             envelope: Envelope::Status,
             idempotent: false,
             label: format!("ION message {}", c.document_name),
+            concurrency: c.concurrency,
+            order_key: order_key(templates, errors, prefix, &c.order_key),
         }
     }
 
@@ -277,6 +297,8 @@ impl RequestPlan {
             envelope: c.envelope,
             idempotent: c.idempotent,
             label: c.path.clone(),
+            concurrency: c.concurrency,
+            order_key: order_key(templates, errors, prefix, &c.order_key),
         }
     }
 
@@ -304,6 +326,8 @@ impl RequestPlan {
                 HttpMethod::Put | HttpMethod::Delete | HttpMethod::Get
             ),
             label: c.url.clone(),
+            concurrency: c.concurrency,
+            order_key: order_key(templates, errors, prefix, &c.order_key),
         }
     }
 
@@ -311,6 +335,11 @@ impl RequestPlan {
     pub fn expand(&self, vars: &Variables) -> Result<RequestPlan, String> {
         let mut plan = self.clone();
         plan.target = self.target.expand(vars)?;
+        plan.order_key = self
+            .order_key
+            .as_ref()
+            .map(|k| k.expand(vars))
+            .transpose()?;
         plan.query = expand_pairs(&self.query, vars)?;
         plan.headers = self
             .headers
@@ -425,6 +454,18 @@ impl RequestPlan {
             query,
             body,
         })
+    }
+
+    /// The record's order key, when the sink has one.
+    pub fn order_key(&self, record: &Value, scope: &Scope) -> Result<Option<String>, String> {
+        match &self.order_key {
+            None => Ok(None),
+            Some(Part::Fixed(key)) => Ok(Some(key.clone())),
+            Some(Part::Template(name)) => scope
+                .render(name, record)
+                .map(Some)
+                .map_err(|e| format!("order_key: {e}")),
+        }
     }
 
     /// Reads the answer's product envelope; `Err` fails the record.
