@@ -83,14 +83,61 @@ pub fn body_excerpt(body: &[u8], secrets: &[&Secret]) -> String {
 
 /// The `error_description` (or `error`) of a `WWW-Authenticate: Bearer ...` header.
 pub fn bearer_error(headers: &[(String, String)]) -> Option<String> {
+    ["error_description", "error"]
+        .into_iter()
+        .find_map(|name| bearer_param(headers, name))
+}
+
+/// One `name="value"` attribute of a `WWW-Authenticate: Bearer ...` header.
+fn bearer_param(headers: &[(String, String)], name: &str) -> Option<String> {
     let value = header(headers, "www-authenticate")?;
-    for key in ["error_description=\"", "error=\""] {
-        if let Some(start) = value.find(key) {
-            let rest = &value[start + key.len()..];
-            return rest.split('"').next().map(str::to_owned);
-        }
+    let key = format!("{name}=\"");
+    // `error=` must not match inside `error_description=`.
+    let start = value
+        .match_indices(&key)
+        .find(|(i, _)| *i == 0 || matches!(value.as_bytes()[i - 1], b' ' | b','))?
+        .0;
+    let rest = &value[start + key.len()..];
+    rest.split('"')
+        .next()
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}
+
+/// What a 403 says about the missing scope or role: the bearer challenge's
+/// description and `scope` when the gateway sent one, else the JSON body's
+/// description, else an excerpt of the body.
+fn forbidden_reason(headers: &[(String, String)], body: &[u8], secrets: &[&Secret]) -> String {
+    let code_and_text = |code: Option<String>, text: Option<String>| match (code, text) {
+        (Some(code), Some(text)) => Some(format!("{code}: {text}")),
+        (code, text) => text.or(code),
+    };
+    let said = code_and_text(
+        bearer_param(headers, "error"),
+        bearer_param(headers, "error_description"),
+    )
+    .or_else(|| {
+        let json: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let field = |keys: &[&str]| {
+            keys.iter()
+                .find_map(|k| json.get(*k)?.as_str().map(str::to_owned))
+        };
+        code_and_text(
+            field(&["error"]),
+            field(&["error_description", "message", "Message"]),
+        )
+    });
+    let said = match said {
+        Some(text) => scrub(&text, secrets.iter().copied()),
+        None => body_excerpt(body, secrets),
+    };
+    match bearer_param(headers, "scope") {
+        Some(scope) => format!(
+            "{said} (required scope: {})",
+            scrub(&scope, secrets.iter().copied())
+        ),
+        None => said,
     }
-    None
 }
 
 /// The size of the request body and the limit it was checked against, for a 413.
@@ -116,7 +163,7 @@ pub fn check_business_status(
             "{path}: {}. Add the API's scope to the authorized app in Infor OS > API Gateway, \
              give the service account's IFS user the product role it needs, then download the \
              .ionapi file again (scopes are fixed at download time)",
-            body_excerpt(body, secrets)
+            forbidden_reason(headers, body, secrets)
         ))),
         413 => Err(ConnectorError::PayloadTooLarge {
             size_bytes: request.body_bytes,
@@ -208,6 +255,33 @@ mod tests {
         assert!(check_business_status(504, &[], b"", "p", RequestSize::default(), &[], 0).is_err());
         assert!(check_business_status(400, &[], b"", "p", RequestSize::default(), &[], 0).is_ok());
         assert!(check_business_status(200, &[], b"", "p", RequestSize::default(), &[], 0).is_ok());
+    }
+
+    #[test]
+    fn a_403_names_the_scope_the_gateway_asks_for() {
+        let challenge = h(
+            "WWW-Authenticate",
+            "Bearer error=\"insufficient_scope\", error_description=\"No scope for DATAFABRIC\", scope=\"DATAFABRIC\"",
+        );
+        let reason = forbidden_reason(&challenge, b"{}", &[]);
+        assert_eq!(
+            reason,
+            "insufficient_scope: No scope for DATAFABRIC (required scope: DATAFABRIC)"
+        );
+        let json_only = forbidden_reason(&[], br#"{"message":"User lacks role M3-API"}"#, &[]);
+        assert_eq!(json_only, "User lacks role M3-API");
+        assert_eq!(
+            forbidden_reason(&[], b"<html>denied</html>", &[]),
+            "<html>denied</html>"
+        );
+        assert_eq!(
+            bearer_error(&h(
+                "WWW-Authenticate",
+                "Bearer error=\"insufficient_scope\""
+            ))
+            .as_deref(),
+            Some("insufficient_scope")
+        );
     }
 
     #[test]

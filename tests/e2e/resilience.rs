@@ -179,3 +179,45 @@ path = "dead.jsonl"
     assert_eq!(dead[0]["record"]["item"], "W-1");
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_403_names_the_missing_scope_and_the_fix_and_writes_nothing() {
+    let sim = simulator(5).await;
+    let (dir, ionapi) = workdir(&sim);
+    let pipeline = dir.path().join("compass.toml");
+    // The simulator's authorized app has no scope for IDM.
+    std::fs::write(
+        &pipeline,
+        format!(
+            r#"
+[connections.dl]
+ionapi_file = "{}"
+[source]
+kind = "gateway"
+connection = "dl"
+path = "IDM/api/items/search"
+records_pointer = "/rows"
+[[sinks]]
+kind = "file"
+path = "out.jsonl"
+"#,
+            ionapi.display()
+        ),
+    )
+    .unwrap();
+    let (result, _) = run_json(&pipeline).await;
+    assert_eq!(result.code, 3, "{}", result.all_output());
+    let output = result.all_output();
+    for expected in [
+        "insufficient_scope",
+        "required scope: IDM",
+        "authorized app",
+        "IFS user",
+        "download the .ionapi file again",
+    ] {
+        assert!(output.contains(expected), "{expected}: {output}");
+    }
+    assert!(!dir.path().join("out.jsonl").exists());
+    assert_eq!(sim.counters().forbidden, 1, "a 403 is not retried");
+    sim.shutdown().await;
+}

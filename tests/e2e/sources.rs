@@ -217,6 +217,18 @@ path = "payloads.jsonl"
 
 /// A small JSON API on loopback, paged by `offset` and `limit`.
 async fn paged_api(total: u64, hits: Arc<AtomicU64>) -> (String, tokio::task::JoinHandle<()>) {
+    paged_api_with(total, hits, Arc::default(), 0).await
+}
+
+/// The same, answering after `delay_ms` and recording in `peak` the most
+/// requests it was answering at once.
+async fn paged_api_with(
+    total: u64,
+    hits: Arc<AtomicU64>,
+    peak: Arc<AtomicU64>,
+    delay_ms: u64,
+) -> (String, tokio::task::JoinHandle<()>) {
+    let current = Arc::new(AtomicU64::new(0));
     #[derive(serde::Deserialize)]
     struct Page {
         #[serde(default)]
@@ -230,9 +242,13 @@ async fn paged_api(total: u64, hits: Arc<AtomicU64>) -> (String, tokio::task::Jo
     let app = axum::Router::new().route(
         "/items",
         get(move |Query(p): Query<Page>| {
-            let hits = hits.clone();
+            let (hits, current, peak) = (hits.clone(), current.clone(), peak.clone());
             async move {
                 hits.fetch_add(1, Ordering::Relaxed);
+                let now = current.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+                current.fetch_sub(1, Ordering::SeqCst);
                 let end = (p.offset + p.limit).min(total);
                 let data: Vec<_> = (p.offset..end)
                     .map(|i| json!({"id": i, "ok": i % 2 == 0}))
@@ -437,4 +453,44 @@ path = "dead.jsonl"
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
     assert_eq!(saved["watermarks"]["last"], "7");
+}
+
+#[tokio::test]
+async fn offset_pages_fetched_four_ahead_come_out_in_order_without_gaps() {
+    let (hits, peak) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (url, server) = paged_api_with(95, hits.clone(), peak.clone(), 30).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = write(
+        dir.path(),
+        "http.toml",
+        &format!(
+            r#"
+[source]
+kind = "http"
+url = "{url}"
+records_pointer = "/data"
+paging = {{ page_size = 10, concurrency = 4 }}
+[[sinks]]
+kind = "file"
+path = "out.jsonl"
+"#
+        ),
+    );
+    let (result, summary) = run_json(&pipeline).await;
+    assert_eq!(result.code, 0, "{}", result.all_output());
+    let ids: Vec<u64> = read_jsonl(&dir.path().join("out.jsonl"))
+        .iter()
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, (0..95).collect::<Vec<_>>(), "offset order, none twice");
+    assert_eq!(summary["records_in"], 95);
+    let peak = peak.load(Ordering::SeqCst);
+    assert!(
+        (2..=4).contains(&peak),
+        "pages overlapped, at most 4: {peak}"
+    );
+    // Ten pages hold the records; at most three more were asked for ahead
+    // of the short last page and dropped.
+    assert!((10..=13).contains(&hits.load(Ordering::Relaxed)));
+    server.abort();
 }

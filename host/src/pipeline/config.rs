@@ -288,6 +288,10 @@ pub struct OffsetPaging {
     /// Offset of the first page.
     #[serde(default)]
     pub start_offset: u64,
+    /// Pages requested ahead at once, 1 to 64 (default 1); records still
+    /// come out in offset order.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
 }
 
 fn default_offset_param() -> String {
@@ -1216,6 +1220,13 @@ fn check_paging(problems: &mut Problems<'_>, paging: &Option<OffsetPaging>, jq: 
     if let Some(p) = paging {
         if p.page_size == 0 {
             problems.add("source.paging", Some("page_size"), "must be at least 1");
+        }
+        if p.concurrency == 0 || p.concurrency > MAX_CONCURRENCY {
+            problems.add(
+                "source.paging",
+                Some("concurrency"),
+                format!("must be between 1 and {MAX_CONCURRENCY}"),
+            );
         }
         // Paging stops at the first short page; a jq filter that drops
         // elements would make a full page look short and end the run early.

@@ -219,15 +219,20 @@ impl Pipeline {
     /// One connector instance per request a sink of this connection may
     /// have in flight: an instance serves one call at a time.
     fn instances_for(&self, connection: &str) -> usize {
+        let source = match &self.config.source {
+            SourceConfig::Gateway(s) if s.connection == connection => {
+                s.paging.as_ref().map_or(1, |p| p.concurrency)
+            }
+            _ => 1,
+        };
         self.config
             .sinks
             .iter()
             .filter_map(|s| s.delivery())
             .filter(|d| d.connection == Some(connection))
-            .map(|d| d.concurrency as usize)
-            .max()
-            .unwrap_or(1)
-            .clamp(1, config::MAX_CONCURRENCY as usize)
+            .map(|d| d.concurrency)
+            .fold(source, u32::max)
+            .clamp(1, config::MAX_CONCURRENCY) as usize
     }
 
     /// The credentials and options of `[connections.NAME]`.

@@ -50,7 +50,7 @@ pub(crate) async fn require_scope(
         .into_response();
     // RFC 6750 section 3.1: the challenge names the error on 403 too.
     if let Ok(value) = HeaderValue::from_str(&format!(
-        "Bearer error=\"insufficient_scope\", error_description=\"{description}\""
+        "Bearer error=\"insufficient_scope\", error_description=\"{description}\", scope=\"{suite}\""
     )) {
         response
             .headers_mut()

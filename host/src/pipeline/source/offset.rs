@@ -6,6 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use futures::StreamExt as _;
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
 use serde_json::Value;
 
 use super::Limit;
@@ -28,17 +31,23 @@ enum Target {
     },
 }
 
+/// One page's answer: status, body, and what was asked, for messages.
+type Answer = anyhow::Result<(u16, Vec<u8>, String)>;
+
 pub struct OffsetReader {
-    target: Target,
+    target: Arc<Target>,
     query: Vec<(String, String)>,
     headers: Vec<(String, String)>,
     records_at: RecordsAt,
     paging: Option<OffsetPaging>,
+    /// The offset of the next page to ask for.
     offset: u64,
     limit: Limit,
     done: bool,
     retry: RetryConfig,
     stats: Arc<RunStats>,
+    /// Pages asked for ahead (`paging.concurrency`), taken in offset order.
+    ahead: FuturesOrdered<BoxFuture<'static, Answer>>,
 }
 
 fn expand_map(
@@ -74,7 +83,7 @@ impl OffsetReader {
         stats: Arc<RunStats>,
     ) -> anyhow::Result<Self> {
         Ok(OffsetReader {
-            target,
+            target: Arc::new(target),
             query: expand_map(vars, "query", shared.query)?,
             headers: expand_map(vars, "headers", shared.headers)?,
             records_at: RecordsAt::new(shared.records_pointer, shared.records_jq)
@@ -85,6 +94,7 @@ impl OffsetReader {
             done: false,
             retry: shared.retry,
             stats,
+            ahead: FuturesOrdered::new(),
         })
     }
 
@@ -143,51 +153,78 @@ impl OffsetReader {
         )
     }
 
-    pub async fn next_page(&mut self) -> anyhow::Result<Option<Vec<Value>>> {
-        if self.done || self.limit.reached() {
-            return Ok(None);
-        }
+    /// The request for the page at `offset`, ready to run on its own.
+    fn fetch(&self, offset: u64) -> BoxFuture<'static, Answer> {
         let mut query = self.query.clone();
         if let Some(p) = &self.paging {
-            query.push((p.offset_param.clone(), self.offset.to_string()));
+            query.push((p.offset_param.clone(), offset.to_string()));
             query.push((p.limit_param.clone(), p.page_size.to_string()));
         }
-        let (status, body, origin) = match &self.target {
-            Target::Gateway { connection, path } => {
-                let request = GatewayRequest {
-                    method: Method::Get,
-                    path: path.clone(),
-                    query,
-                    headers: self.headers.clone(),
-                    body: vec![],
-                    timeout_ms: None,
-                };
-                let (response, _) =
-                    gateway_call(connection, request, &self.retry, true, &self.stats)
+        let (target, headers, retry, stats) = (
+            self.target.clone(),
+            self.headers.clone(),
+            self.retry,
+            self.stats.clone(),
+        );
+        Box::pin(async move {
+            match &*target {
+                Target::Gateway { connection, path } => {
+                    let request = GatewayRequest {
+                        method: Method::Get,
+                        path: path.clone(),
+                        query,
+                        headers,
+                        body: vec![],
+                        timeout_ms: None,
+                    };
+                    let (response, _) = gateway_call(connection, request, &retry, true, &stats)
                         .await
                         .with_context(|| {
                             format!("GET {path} via connection `{}`", connection.name())
                         })?;
-                (response.status, response.body, path.clone())
+                    Ok((response.status, response.body, path.clone()))
+                }
+                Target::Http {
+                    client,
+                    url,
+                    timeout,
+                } => {
+                    let request = HttpRequest {
+                        method: reqwest::Method::GET,
+                        url: url.clone(),
+                        query,
+                        headers,
+                        body: None,
+                        timeout: *timeout,
+                    };
+                    let (response, _) = http::send(client, &request, &retry, true, &stats).await?;
+                    Ok((response.status, response.body, url.clone()))
+                }
             }
-            Target::Http {
-                client,
-                url,
-                timeout,
-            } => {
-                let request = HttpRequest {
-                    method: reqwest::Method::GET,
-                    url: url.clone(),
-                    query,
-                    headers: self.headers.clone(),
-                    body: None,
-                    timeout: *timeout,
-                };
-                let (response, _) =
-                    http::send(client, &request, &self.retry, true, &self.stats).await?;
-                (response.status, response.body, url.clone())
-            }
+        })
+    }
+
+    pub async fn next_page(&mut self) -> anyhow::Result<Option<Vec<Value>>> {
+        if self.done || self.limit.reached() {
+            // Pages asked for beyond the end are reads; dropping them is safe.
+            self.ahead.clear();
+            return Ok(None);
+        }
+        let depth = match &self.paging {
+            Some(p) => p.concurrency.max(1) as usize,
+            None => 1,
         };
+        while self.ahead.len() < depth {
+            self.ahead.push_back(self.fetch(self.offset));
+            match &self.paging {
+                Some(p) => self.offset += u64::from(p.page_size),
+                None => break,
+            }
+        }
+        let Some(answer) = self.ahead.next().await else {
+            return Ok(None);
+        };
+        let (status, body, origin) = answer?;
         if !(200..300).contains(&status) {
             anyhow::bail!(
                 "GET {origin} answered HTTP {status}: {}",
@@ -200,11 +237,26 @@ impl OffsetReader {
             .records_at
             .extract(document)
             .map_err(|e| anyhow::anyhow!("GET {origin}: {e}"))?;
+        let got = records.len() as u64;
         match &self.paging {
-            Some(p) if records.len() as u64 >= u64::from(p.page_size) => {
-                self.offset += records.len() as u64;
+            Some(p) if got == u64::from(p.page_size) => {}
+            // One page at a time: the next starts after what came, however long.
+            Some(p) if got > u64::from(p.page_size) && depth == 1 => {
+                self.offset += got - u64::from(p.page_size);
             }
-            _ => self.done = true,
+            // Pages asked for ahead sit at fixed steps of page_size, so a
+            // longer page would overlap the next one.
+            Some(p) if got > u64::from(p.page_size) => anyhow::bail!(
+                "GET {origin}: the endpoint sent {got} records for {}={}; with \
+                 source.paging.concurrency above 1 every full page must hold exactly page_size \
+                 records: set limit_param to the parameter it honours, or concurrency = 1",
+                p.limit_param,
+                p.page_size
+            ),
+            _ => {
+                self.done = true;
+                self.ahead.clear();
+            }
         }
         Ok(Some(self.limit.take(records)))
     }
