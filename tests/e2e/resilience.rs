@@ -221,3 +221,49 @@ path = "out.jsonl"
     assert_eq!(sim.counters().forbidden, 1, "a 403 is not retried");
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_read_over_the_connections_timeout_is_abandoned_and_sent_again() {
+    let sim = simulator(30).await;
+    let (dir, ionapi) = workdir(&sim);
+    sim_post(
+        &sim,
+        "faults",
+        json!({"path_prefix": "M3/", "count": 1, "delay_ms": 2500}),
+    )
+    .await;
+    let pipeline = items_with(dir.path(), &ionapi, 10, "timeout_secs = 1");
+    let (result, summary) = run_json(&pipeline).await;
+    assert_eq!(result.code, 0, "{}", result.all_output());
+    assert_eq!(summary["retries"], 1, "{summary}");
+    let (count, items) = unique_items(dir.path());
+    assert_eq!((count, items.len()), (30, 30));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_504_that_outlasts_the_retries_says_to_ask_for_smaller_pages() {
+    let sim = simulator(30).await;
+    let (dir, ionapi) = workdir(&sim);
+    sim_post(
+        &sim,
+        "faults",
+        json!({"path_prefix": "M3/", "count": 3, "status": 504}),
+    )
+    .await;
+    let pipeline = items_with(dir.path(), &ionapi, 10, "");
+    let text = std::fs::read_to_string(&pipeline).unwrap().replace(
+        "page_size = 10",
+        "page_size = 10\nretry = { max_retries = 2, backoff_ms = 20 }",
+    );
+    std::fs::write(&pipeline, text).unwrap();
+    let (result, _) = run_json(&pipeline).await;
+    assert_eq!(result.code, 5, "{}", result.all_output());
+    let output = result.all_output();
+    for expected in ["smaller pages", "timeout policy", "at most 5 minutes"] {
+        assert!(output.contains(expected), "{expected}: {output}");
+    }
+    assert_eq!(sim.counters().faults_injected, 3, "sent three times in all");
+    assert!(!dir.path().join("out.jsonl").exists(), "no partial output");
+    sim.shutdown().await;
+}
