@@ -43,6 +43,9 @@ struct Args {
     only: Vec<String>,
 }
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Items in the catalogue of P1/P3/P6's simulator (P6 fetches all of them).
 const ITEMS: usize = 10_000;
 /// P2's tokens live this long, so that a run covers a token's whole life.
@@ -98,12 +101,14 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted("P6") {
         eprintln!("P6: M3 items end to end vs Python ...");
+        let floor = calls::page_floor(&sim, 500, if args.quick { 1 } else { 5 }).await?;
         figures.push(procs::p6(
             &tools,
             &sim,
             work.path(),
             &cache,
             ITEMS,
+            floor,
             args.quick,
         )?);
     }
