@@ -74,6 +74,28 @@ fn form_encode(fields: &[(&str, String)]) -> String {
         .join("&")
 }
 
+/// CPU time (user + system) this process has used so far.
+fn cpu_time() -> Duration {
+    // SAFETY: an all-zero rusage is valid; getrusage fills it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Calls per second and client CPU per call in µs, of the `total` calls `run` makes.
+async fn cpu_per_call<F: std::future::Future<Output = anyhow::Result<f64>>>(
+    total: usize,
+    run: F,
+) -> anyhow::Result<(f64, f64)> {
+    let before = cpu_time();
+    let rate = run.await?;
+    Ok((
+        rate,
+        (cpu_time() - before).as_secs_f64() * 1e6 / total as f64,
+    ))
+}
+
 /// Runs `total` calls with `inflight` workers; returns calls per second.
 async fn drive<F, Fut>(total: usize, inflight: usize, call: F) -> anyhow::Result<f64>
 where
@@ -201,33 +223,38 @@ pub async fn p1(sim: &SimProcess, cache: &std::path::Path, quick: bool) -> anyho
         connector_rate(&conn, inflight * 20, inflight).await?;
         native_rate(&client, &url, &token, inflight * 20, inflight).await?;
         let (mut wasm, mut native, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut wasm_cpu, mut native_cpu) = (Vec::new(), Vec::new());
         for round in 0..rounds {
+            let connector = || cpu_per_call(total, connector_rate(&conn, total, inflight));
+            let bare = || cpu_per_call(total, native_rate(&client, &url, &token, total, inflight));
             // Alternate which side goes first, so that drift favours neither.
-            let (w, n) = if round % 2 == 0 {
-                let n = native_rate(&client, &url, &token, total, inflight).await?;
-                (connector_rate(&conn, total, inflight).await?, n)
+            let ((w, wc), (n, nc)) = if round % 2 == 0 {
+                let n = bare().await?;
+                (connector().await?, n)
             } else {
-                let w = connector_rate(&conn, total, inflight).await?;
-                (
-                    w,
-                    native_rate(&client, &url, &token, total, inflight).await?,
-                )
+                let w = connector().await?;
+                (w, bare().await?)
             };
             wasm.push(w);
             native.push(n);
+            wasm_cpu.push(wc);
+            native_cpu.push(nc);
             ratios.push(w / n);
         }
         let ratio = median(&mut ratios);
         let (w, n) = (median(&mut wasm), median(&mut native));
+        let (wc, nc) = (median(&mut wasm_cpu), median(&mut native_cpu));
         met &= ratio >= 0.90;
         summary.push(format!("{ratio:.2}× at {inflight} in flight"));
         figure.detail(format!(
             "{inflight} in flight: connector {w:.0} calls/s, native {n:.0} calls/s, ratio {ratio:.3} \
-             (median of {rounds} rounds of {total} calls)"
+             (median of {rounds} rounds of {total} calls); client CPU per call: connector \
+             {wc:.1} µs, native {nc:.1} µs"
         ));
         figure.value(
             &format!("inflight_{inflight}"),
             json!({"connector_calls_per_s": w, "native_calls_per_s": n, "ratio": ratio,
+                   "connector_cpu_us_per_call": wc, "native_cpu_us_per_call": nc,
                    "rounds": rounds, "calls_per_round": total}),
         );
         if conn.stats().token_requests() > 1 {
@@ -297,4 +324,54 @@ pub async fn p2(sim: &SimProcess, cache: &std::path::Path, ttl: u64) -> anyhow::
                "renewals": renewals, "token_ttl_secs": ttl}),
     );
     Ok(figure)
+}
+
+/// P6's floor: the same pages fetched by a bare reqwest loop (one token,
+/// pages in sequence, each body parsed only for its last key), in ms. No
+/// client can page through the simulator faster than this.
+pub async fn page_floor(sim: &SimProcess, page_size: usize, rounds: usize) -> anyhow::Result<f64> {
+    let client = native_client()?;
+    let token = native_token(&client, sim).await?;
+    let url = format!(
+        "{}/{}/M3/m3api-rest/v2/execute/MMS200MI/LstItmByItm",
+        sim.field("iu"),
+        sim.field("ti")
+    );
+    let mut times = Vec::new();
+    for _ in 0..rounds {
+        let started = Instant::now();
+        let mut next: Option<String> = None;
+        let mut records = 0;
+        loop {
+            let maxrecs = page_size + usize::from(next.is_some());
+            let query = match &next {
+                Some(key) => format!("maxrecs={maxrecs}&ITNO={key}"),
+                None => format!("maxrecs={maxrecs}"),
+            };
+            let body: serde_json::Value = client
+                .get(format!("{url}?{query}"))
+                .header("accept", "application/json")
+                .header("authorization", format!("Bearer {token}"))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            let page = body["results"][0]["records"]
+                .as_array()
+                .context("an M3 answer without records")?;
+            let skip = usize::from(next.is_some() && !page.is_empty());
+            records += page.len() - skip;
+            if page.len() < maxrecs || page.len() == skip {
+                break;
+            }
+            next = page
+                .last()
+                .and_then(|r| r["ITNO"].as_str())
+                .map(str::to_owned);
+        }
+        anyhow::ensure!(records > 0, "the floor fetch read no records");
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(median(&mut times))
 }
