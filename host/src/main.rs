@@ -1,3 +1,9 @@
+/// jq transforms and JSON records allocate and free small values at a high
+/// rate; glibc's malloc spent 35-40% of a file pipeline's CPU on them
+/// (BENCHMARKS.md, P4), mimalloc a fraction of that.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     ionflow::cli::main()
 }

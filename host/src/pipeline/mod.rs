@@ -277,11 +277,14 @@ impl Pipeline {
     }
 
     /// Runs a record through every transform: zero, one or many records out.
-    fn transform(&self, record: Value) -> Result<Vec<Value>, TransformFailure> {
-        let mut batch = vec![record];
+    /// The record is borrowed: the first filter reads it in place, so it
+    /// is not copied for the dead letter's sake.
+    fn transform(&self, record: &Value) -> Result<Vec<Value>, TransformFailure> {
+        let mut batch: Option<Vec<Value>> = None;
         for (i, (filter, budget)) in self.transforms.iter().enumerate() {
-            let mut next = Vec::with_capacity(batch.len());
-            for r in &batch {
+            let inputs = batch.as_deref().unwrap_or(std::slice::from_ref(record));
+            let mut next = Vec::with_capacity(inputs.len());
+            for r in inputs {
                 let out =
                     filter
                         .apply_within(r, Some(*budget))
@@ -291,9 +294,9 @@ impl Pipeline {
                         })?;
                 next.extend(out);
             }
-            batch = next;
+            batch = Some(next);
         }
-        Ok(batch)
+        Ok(batch.unwrap_or_else(|| vec![record.clone()]))
     }
 
     /// Runs the pipeline once, then revokes the refresh tokens of the
@@ -435,7 +438,7 @@ impl Pipeline {
                 if let Some(w) = &mut watermarks {
                     w.observe(&record);
                 }
-                let outputs = match self.transform(record.clone()) {
+                let outputs = match self.transform(&record) {
                     Ok(outputs) => outputs,
                     Err(failure) => {
                         summary.records_failed += 1;

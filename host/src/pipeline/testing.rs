@@ -46,7 +46,7 @@ impl Pipeline {
                 };
                 let mut outputs = Vec::new();
                 for (i, record) in test.input.iter().enumerate() {
-                    match self.transform(record.clone()) {
+                    match self.transform(record) {
                         Ok(out) => outputs.extend(out),
                         Err(f) => {
                             failures.push(format!("input[{i}] failed in {}: {}", f.stage, f.error))

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use jaq_core::load::{Arena, File, Loader};
 use jaq_core::{Compiler, Ctx, Native, Vars, compile, data};
-use jaq_json::Val;
-use serde::Deserialize as _;
+use jaq_json::{Map, Num, Val};
 use serde_json::Value;
 
 type Data = data::JustLut<Val>;
@@ -72,7 +71,7 @@ impl JqFilter {
         budget: Option<Duration>,
     ) -> Result<Vec<Value>, String> {
         let started = Instant::now();
-        let input = Val::deserialize(record).map_err(|e| format!("record is not JSON: {e}"))?;
+        let input = to_val(record);
         let ctx = Ctx::<Data>::new(&self.filter.lut, Vars::new([]));
         let mut out = Vec::new();
         for result in self.filter.id.run((ctx, input)) {
@@ -101,9 +100,65 @@ impl JqFilter {
     }
 }
 
+/// A record as jaq's value, built directly: what `Val::deserialize` makes
+/// of it, without going through serde's visitor.
+fn to_val(value: &Value) -> Val {
+    match value {
+        Value::Null => Val::Null,
+        Value::Bool(b) => Val::Bool(*b),
+        Value::Number(n) => Val::Num(if let Some(u) = n.as_u64() {
+            Num::from_integral(u)
+        } else if let Some(i) = n.as_i64() {
+            Num::from_integral(i)
+        } else {
+            Num::Float(n.as_f64().unwrap_or(f64::NAN))
+        }),
+        Value::String(s) => Val::utf8_str(s.clone().into_bytes()),
+        Value::Array(items) => items.iter().map(to_val).collect(),
+        Value::Object(fields) => Val::obj(
+            fields
+                .iter()
+                .map(|(k, v)| (Val::utf8_str(k.clone().into_bytes()), to_val(v)))
+                .collect::<Map>(),
+        ),
+    }
+}
+
+/// A jq output as a record. Plain JSON converts directly; anything else
+/// (byte strings, big or decimal numbers, NaN, non-string keys) goes
+/// through jaq's JSON text, which decides what it means or refuses it.
 fn to_json(val: &Val) -> Result<Value, String> {
-    serde_json::from_str(&val.to_string())
-        .map_err(|e| format!("jq produced a value that is not JSON ({e}): {val}"))
+    match plain_json(val) {
+        Some(value) => Ok(value),
+        None => serde_json::from_str(&val.to_string())
+            .map_err(|e| format!("jq produced a value that is not JSON ({e}): {val}")),
+    }
+}
+
+/// `None` for a value that is not plain JSON: see [`to_json`].
+fn plain_json(val: &Val) -> Option<Value> {
+    Some(match val {
+        Val::Null => Value::Null,
+        Val::Bool(b) => Value::Bool(*b),
+        Val::Num(Num::Int(i)) => Value::from(*i as i64),
+        Val::Num(Num::Float(f)) => Value::Number(serde_json::Number::from_f64(*f)?),
+        // `tonumber` keeps the literal: JSON reads it as the text path would.
+        Val::Num(Num::Dec(text)) => Value::Number(text.parse().ok()?),
+        Val::Num(_) | Val::BStr(_) => return None,
+        Val::TStr(bytes) => Value::String(std::str::from_utf8(bytes).ok()?.to_owned()),
+        Val::Arr(items) => Value::Array(items.iter().map(plain_json).collect::<Option<_>>()?),
+        Val::Obj(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| match k {
+                    Val::TStr(key) => {
+                        Some((std::str::from_utf8(key).ok()?.to_owned(), plain_json(v)?))
+                    }
+                    _ => None,
+                })
+                .collect::<Option<_>>()?,
+        ),
+    })
 }
 
 fn describe_load_errors(code: &str, errors: jaq_core::load::Errors<&str, ()>) -> String {
@@ -177,6 +232,29 @@ mod tests {
         );
         let f = JqFilter::compile("halt").unwrap();
         assert!(f.apply(&json!(1)).unwrap_err().contains("halt"));
+    }
+
+    #[test]
+    fn converts_exactly_as_jaq_reads_and_writes_json() {
+        let f = JqFilter::compile(".").unwrap();
+        let record = json!({
+            "s": "tekst \u{e9}\"\\", "i": -7, "u": 18446744073709551615u64, "f": 2.5,
+            "e": 1e300, "n": null, "b": true, "a": [1, "x", [], {}], "o": {"k": {"z": 0}}
+        });
+        assert_eq!(f.apply(&record).unwrap(), vec![record.clone()]);
+        // The slow path, text through jaq's printer, agrees with the fast one.
+        let val = to_val(&record);
+        let text: Value = serde_json::from_str(&val.to_string()).unwrap();
+        assert_eq!(to_json(&val).unwrap(), text);
+        let f =
+            JqFilter::compile("{x: (.f * 2), k: .o.k | keys, t: (\"1.5\" | tonumber)}").unwrap();
+        assert_eq!(
+            f.apply(&record).unwrap(),
+            vec![json!({"x": 5.0, "k": ["z"], "t": 1.5})]
+        );
+        // Not JSON: refused with the same message as before.
+        let f = JqFilter::compile("nan").unwrap();
+        assert!(f.apply(&json!(1)).unwrap_err().contains("not JSON"));
     }
 
     #[test]

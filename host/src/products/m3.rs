@@ -25,7 +25,7 @@ pub fn records(status: u16, body: &[u8], transaction: &str) -> Result<Vec<Value>
         transaction: transaction.to_owned(),
         message,
     };
-    let envelope: Value = serde_json::from_slice(body).map_err(|e| {
+    let mut envelope: Value = serde_json::from_slice(body).map_err(|e| {
         fail(format!(
             "HTTP {status} with a body that is not JSON ({e}); is the path an M3 REST v2 endpoint?"
         ))
@@ -62,11 +62,19 @@ pub fn records(status: u16, body: &[u8], transaction: &str) -> Result<Vec<Value>
         }
         return Err(fail(message));
     }
-    Ok(first
-        .and_then(|r| r.get("records"))
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default())
+    // Moved out of the parsed envelope, not copied: a page is hundreds of
+    // records of a dozen strings each (BENCHMARKS.md, P6).
+    Ok(
+        match envelope
+            .get_mut("results")
+            .and_then(|r| r.get_mut(0))
+            .and_then(|r| r.get_mut("records"))
+            .map(Value::take)
+        {
+            Some(Value::Array(records)) => records,
+            _ => Vec::new(),
+        },
+    )
 }
 
 /// Per-transaction outcomes of a bulk answer, in request order. A

@@ -63,6 +63,10 @@ impl Runtime {
         // Every guest call runs against a deadline, so a runaway connector
         // fails its call instead of hanging the host.
         config.epoch_interruption(true);
+        // The connector is called one export at a time per store; the
+        // concurrent (component-model-async) call path costs about 2 µs
+        // more per export call and is not needed (BENCHMARKS.md, P1).
+        config.concurrency_support(false);
         let engine = Engine::new(&config)
             .map_err(anyhow::Error::from)
             .context("could not create the wasmtime engine")?;
