@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::support::{
-    ionflow, items_pipeline, run, sigterm, simulator, without_rate_limit, workdir,
+    daemon_timing, ionflow, items_pipeline, run, sigterm, simulator, without_rate_limit, workdir,
 };
 
 fn scheduled(dir: &Path, ionapi: &Path, page_size: u32, schedule: &str) {
@@ -25,6 +25,7 @@ fn events(stderr: &str, name: &str) -> Vec<serde_json::Value> {
 #[cfg(unix)]
 #[tokio::test]
 async fn a_seconds_schedule_fires_once_per_second_and_reports_status() {
+    let _timing = daemon_timing().await;
     let sim = simulator(20).await;
     let (dir, ionapi) = workdir(&sim);
     let pipelines = dir.path().join("pipelines");

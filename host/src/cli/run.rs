@@ -24,7 +24,7 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Exit> {
     let vars = Variables::new(parse_vars(&args.vars)?);
     let pipeline = Pipeline::load(&args.pipeline, vars)?;
     let _lock = RunLock::try_acquire(&super::state_dir()?, &args.pipeline)?;
-    let runtime = new_runtime()?;
+    let runtime = new_runtime().await?;
     let summary = pipeline
         .run_until(
             &runtime,
@@ -72,7 +72,7 @@ pub struct ValidateArgs {
 /// Checks every file and reports every problem, not just the first.
 pub async fn validate(args: ValidateArgs) -> anyhow::Result<Exit> {
     let vars = Variables::new(parse_vars(&args.vars)?);
-    let runtime = new_runtime()?;
+    let runtime = new_runtime().await?;
     let mut worst = Exit::Success;
     for path in &args.pipelines {
         match Pipeline::load(path, vars.clone()) {
