@@ -12,7 +12,8 @@ use ionflow::store::{PostgresStorage, Storage, StoreSetting};
 
 use crate::postgres::{TestDb, test_database};
 use crate::support::{
-    assert_no_secret, daemon_timing, ionflow, run, sigterm, sim_post, simulator, users_me, workdir,
+    assert_no_secret, daemon_timing, example_project, ionflow, run, sigterm, sim_post, simulator,
+    users_me, workdir,
 };
 
 /// A pipeline reading the catalogue into `NAME.jsonl`, on a connection that
@@ -325,6 +326,24 @@ async fn a_killed_workers_lease_passes_to_another_worker() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     let status = status_json(&db).await;
     assert_eq!(status[0]["lease_holder"], first.0.as_str(), "{status}");
+    // `ionflow run` on another machine (a CronJob) respects the lease too.
+    let result = run(ionflow()
+        .arg("run")
+        .arg(pipelines.join("slow.toml"))
+        .env("IONFLOW_STORE", &db.url)
+        .env("IONFLOW_STATE_DIR", dir.path().join("state-cron")))
+    .await;
+    assert_eq!(result.code, 75, "{}", result.all_output());
+    assert!(
+        result.stderr.contains(&format!("(worker {})", first.0)),
+        "{}",
+        result.stderr
+    );
+    assert_no_secret(
+        &result.all_output(),
+        &[db.password()],
+        "ionflow run's output",
+    );
 
     // SIGKILL: no shutdown, no goodbye; the lease simply stops being renewed.
     let victim = workers.iter_mut().find(|(id, _)| *id == first.0).unwrap();
@@ -481,4 +500,62 @@ async fn store_settings_that_cannot_work_say_what_to_fix() {
         "{}",
         result.stderr
     );
+}
+
+#[tokio::test]
+async fn watermarks_live_in_the_shared_store_for_every_worker() {
+    let Some(db) = test_database("watermarks").await else {
+        return;
+    };
+    let sim = simulator(250).await;
+    let project = example_project(&sim, &["ido-items-to-jsonl"]);
+    let pipeline = project.path().join("pipelines/ido-items-to-jsonl.toml");
+    // Two machines: two state folders, one database.
+    let run_on = |machine: &str| {
+        let mut cmd = ionflow();
+        cmd.arg("run")
+            .arg(&pipeline)
+            .arg("--json")
+            .env("INFOR_ENV", "dev")
+            .env("IONFLOW_STORE", &db.url)
+            .env("IONFLOW_STATE_DIR", project.path().join(machine));
+        cmd
+    };
+    let first = run(&mut run_on("machine-a")).await;
+    assert_eq!(first.code, 0, "{}", first.all_output());
+    let summary: serde_json::Value = serde_json::from_str(first.stdout.trim()).unwrap();
+    assert_eq!(summary["records_in"], 250);
+    assert!(
+        summary["state_saved"]
+            .as_str()
+            .unwrap()
+            .contains("PostgreSQL"),
+        "{summary}"
+    );
+    assert_no_secret(&first.all_output(), &[db.password()], "the run's output");
+    assert!(
+        !project.path().join("pipelines/.ionflow/state").exists(),
+        "no state file beside the pipeline"
+    );
+
+    let second = run(&mut run_on("machine-b")).await;
+    assert_eq!(second.code, 0, "{}", second.all_output());
+    let summary: serde_json::Value = serde_json::from_str(second.stdout.trim()).unwrap();
+    assert_eq!(
+        summary["records_in"], 0,
+        "machine b starts from a's watermark"
+    );
+
+    let client = db.client().await;
+    let saved: String = client
+        .query_one(
+            "SELECT value FROM ionflow_pipeline_state WHERE key = 'ido-items-to-jsonl'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(saved.contains("\"since\""), "{saved}");
+    sim.shutdown().await;
+    db.drop().await;
 }

@@ -75,7 +75,10 @@ pub async fn serve(
     runtime: Arc<Runtime>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let pipelines = load_scheduled(&options.dir, &options.vars)?;
+    let mut pipelines = load_scheduled(&options.dir, &options.vars)?;
+    for pipeline in &mut pipelines {
+        pipeline.use_storage(&options.storage);
+    }
     let statuses: Statuses = Arc::new(Mutex::new(
         pipelines
             .iter()
