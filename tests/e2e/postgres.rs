@@ -17,7 +17,7 @@ pub async fn test_database(test: &str) -> Option<TestDb> {
         let required = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
             || std::env::var_os("IONFLOW_REQUIRE_POSTGRES").is_some();
         let why = "IONFLOW_TEST_POSTGRES is not set; start a server with \
-                   `eval \"$(.ci/postgres)\"` (see tests/README.md)";
+                   `eval \"$(.ci/postgres)\"` (README, \"The two commands\")";
         assert!(!required, "{test} needs PostgreSQL in CI: {why}");
         eprintln!("SKIPPED {test}: {why}");
         return None;

@@ -12,8 +12,8 @@ use ionflow::store::{PostgresStorage, Storage, StoreSetting};
 
 use crate::postgres::{TestDb, test_database};
 use crate::support::{
-    assert_no_secret, daemon_timing, example_project, ionflow, run, sigterm, sim_post, simulator,
-    users_me, workdir,
+    assert_no_secret, daemon_timing, example_project, ionflow, issued_tokens, run, sigterm,
+    sim_post, simulator, users_me, workdir,
 };
 
 /// A pipeline reading the catalogue into `NAME.jsonl`, on a connection that
@@ -521,7 +521,8 @@ async fn watermarks_live_in_the_shared_store_for_every_worker() {
             .env("IONFLOW_STATE_DIR", project.path().join(machine));
         cmd
     };
-    let first = run(&mut run_on("machine-a")).await;
+    // At trace level, with every log line: no token and no password shows.
+    let first = run(run_on("machine-a").arg("-vvv")).await;
     assert_eq!(first.code, 0, "{}", first.all_output());
     let summary: serde_json::Value = serde_json::from_str(first.stdout.trim()).unwrap();
     assert_eq!(summary["records_in"], 250);
@@ -532,7 +533,10 @@ async fn watermarks_live_in_the_shared_store_for_every_worker() {
             .contains("PostgreSQL"),
         "{summary}"
     );
-    assert_no_secret(&first.all_output(), &[db.password()], "the run's output");
+    let mut secrets = issued_tokens(&sim).await;
+    secrets.push(db.password());
+    assert_no_secret(&first.all_output(), &secrets, "the run's trace output");
+    assert!(first.stderr.contains("TRACE"), "trace logging was on");
     assert!(
         !project.path().join("pipelines/.ionflow/state").exists(),
         "no state file beside the pipeline"

@@ -205,6 +205,10 @@ fn init_logging(cli: &Cli) {
             format!("warn,ionflow={default}")
         }
     });
+    // tokio-postgres logs every statement's parameters at debug level, and
+    // those parameters are token-store values: warnings only, whatever the
+    // directives say (its info lines are server notices, noise here).
+    let directives = format!("{directives},tokio_postgres=warn,postgres_protocol=warn");
     let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
