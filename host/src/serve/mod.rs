@@ -1,6 +1,8 @@
 //! `ionflow serve`: every scheduled pipeline of a folder, each on its own
 //! cron schedule, with overlap and missed-run policies, keep-alive of stored
-//! grants, a loopback status endpoint and a graceful shutdown.
+//! grants, a loopback status endpoint and a graceful shutdown. Each tick is
+//! claimed through the store (always granted by the file backend; once
+//! across workers with PostgreSQL, with a lease renewed while it runs).
 
 mod status;
 
@@ -215,19 +217,29 @@ async fn scheduler(pipeline: Arc<Pipeline>, ctx: Context, mut stop: watch::Recei
         }
     }
 
+    // The tick being waited for. It is kept when the scheduler wakes for
+    // another reason (a run ended, a look for lapsed leases), so a wake-up
+    // just after the tick's time cannot skip past it.
+    let mut pending: Option<DateTime<Utc>> = None;
     loop {
-        let Some(next) = schedule.next_after(Utc::now()) else {
-            tracing::warn!(target: "ionflow::serve", pipeline = %name, "the schedule has no future fire time");
-            break;
+        let next = match pending.take() {
+            Some(next) => next,
+            None => {
+                let Some(next) = schedule.next_after(Utc::now()) else {
+                    tracing::warn!(target: "ionflow::serve", pipeline = %name, "the schedule has no future fire time");
+                    break;
+                };
+                update(&mut |s| s.next_run = Some(next));
+                if let Err(e) = ctx
+                    .storage
+                    .record_schedule(&name, &file, &schedule.expression, Some(next), &ctx.worker)
+                    .await
+                {
+                    tracing::warn!(target: "ionflow::serve", pipeline = %name, "could not record the schedule: {e}");
+                }
+                next
+            }
         };
-        update(&mut |s| s.next_run = Some(next));
-        if let Err(e) = ctx
-            .storage
-            .record_schedule(&name, &file, &schedule.expression, Some(next), &ctx.worker)
-            .await
-        {
-            tracing::warn!(target: "ionflow::serve", pipeline = %name, "could not record the schedule: {e}");
-        }
         let wait = (next - Utc::now()).to_std().unwrap_or_default();
         let shared = ctx.storage.shared();
         let wake = tokio::select! {
@@ -246,6 +258,7 @@ async fn scheduler(pipeline: Arc<Pipeline>, ctx: Context, mut stop: watch::Recei
                 {
                     running = Some(start(lease));
                 }
+                pending = Some(next);
                 continue;
             }
             Wake::Watch => {
@@ -267,6 +280,7 @@ async fn scheduler(pipeline: Arc<Pipeline>, ctx: Context, mut stop: watch::Recei
                 if running.is_none() {
                     running = take_over_lapsed(&ctx, &name, retries).await.map(start);
                 }
+                pending = Some(next);
                 continue;
             }
         }
