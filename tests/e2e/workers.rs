@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use ionflow::runtime::{Runtime, default_options};
 use ionflow::store::{PostgresStorage, Storage, StoreSetting};
 
-use crate::postgres::{TestDb, test_database};
+use crate::postgres::{TestDb, report, test_database};
 use crate::support::{
     assert_no_secret, daemon_timing, example_project, ionflow, issued_tokens, run, sigterm,
     sim_post, simulator, users_me, workdir,
@@ -214,7 +214,7 @@ async fn three_workers_run_each_tick_exactly_once() {
         assert!(entry["next_run"].is_string(), "{status}");
         assert_eq!(entry["last_state"], "succeeded", "{status}");
     }
-    println!(
+    report(&format!(
         "figures: {} ticks over 2 pipelines, {} runs, 1 run per tick, workers {:?}, \
          password grants {}, refresh-token reuse {}",
         ticks.len(),
@@ -222,7 +222,7 @@ async fn three_workers_run_each_tick_exactly_once() {
         workers_used,
         counters.token_requests.password,
         counters.refresh_token_reuse
-    );
+    ));
     sim.shutdown().await;
     db.drop().await;
 }
@@ -278,11 +278,11 @@ async fn twenty_rotations_under_contention_never_reuse_a_refresh_token() {
     assert_eq!(counters.token_requests.refresh_token, 20, "{counters:?}");
     assert_eq!(counters.refresh_token_reuse, 0, "{counters:?}");
     assert_eq!(counters.token_errors, 0, "{counters:?}");
-    println!(
+    report(&format!(
         "figures: 20 rounds x 12 concurrent calls on 3 workers: {} refreshes, reuse {}, \
          {} calls answered 401 before the renewal",
         counters.token_requests.refresh_token, counters.refresh_token_reuse, counters.unauthorized
-    );
+    ));
     sim.shutdown().await;
     db.drop().await;
 }
@@ -391,12 +391,12 @@ async fn a_killed_workers_lease_passes_to_another_worker() {
         handover < Duration::from_secs(5),
         "a 2 s lease passes on within a lease and a look: {handover:?}"
     );
-    println!(
+    report(&format!(
         "figures: lease of {} taken over by {} {:.2} s after SIGKILL (lease_secs = 2)",
         first.0,
         second_holder.0,
         handover.as_secs_f64()
-    );
+    ));
     sim.shutdown().await;
     db.drop().await;
 }
