@@ -5,7 +5,8 @@
 //! transforms to sinks; `products` reads Infor product answers; `sim` is a
 //! local ION API Gateway; `cli` is the `ionflow` command; `credentials`
 //! resolves a CONNECTION argument to `.ionapi` JSON and checks where the file
-//! sits; `secret` holds secrets so that formatting never shows them.
+//! sits; `store` keeps tokens, state and schedule leases (files or
+//! PostgreSQL); `secret` holds secrets so that formatting never shows them.
 
 pub mod cli;
 pub mod credentials;
@@ -16,3 +17,4 @@ pub mod schedule;
 pub mod secret;
 pub mod serve;
 pub mod sim;
+pub mod store;

@@ -291,3 +291,10 @@ pub async fn sigterm(pid: u32) {
         .unwrap();
     assert!(status.success());
 }
+
+/// Held by the tests that count ticks of a running daemon: run side by side
+/// with another daemon test on a busy 2-core machine, a tick can come late.
+pub async fn daemon_timing() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}

@@ -93,7 +93,7 @@ struct Redirect {
 }
 
 pub async fn login(args: LoginArgs, quiet: bool) -> anyhow::Result<Exit> {
-    let runtime = new_runtime()?;
+    let runtime = new_runtime().await?;
     let connection = open(&runtime, &args.connection, Some(Grant::AuthorizationCode)).await?;
     // RFC 8252: a loopback redirect on a port of our choosing.
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
@@ -170,7 +170,7 @@ async fn callback(
 }
 
 pub async fn logout(args: StoredGrantArgs) -> anyhow::Result<Exit> {
-    let runtime = new_runtime()?;
+    let runtime = new_runtime().await?;
     let connection = open(&runtime, &args.connection, grant_arg(args.grant)).await?;
     connection.revoke().await?;
     println!("logged out: the refresh token was revoked and the stored tokens forgotten");
@@ -178,7 +178,7 @@ pub async fn logout(args: StoredGrantArgs) -> anyhow::Result<Exit> {
 }
 
 pub async fn keepalive(args: StoredGrantArgs) -> anyhow::Result<Exit> {
-    let runtime = new_runtime()?;
+    let runtime = new_runtime().await?;
     let connection = open(&runtime, &args.connection, grant_arg(args.grant)).await?;
     let info = connection.refresh().await?;
     if !info.has_refresh_token {

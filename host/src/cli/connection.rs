@@ -70,7 +70,7 @@ fn get(path: &str, query: Vec<(String, String)>) -> GatewayRequest {
 }
 
 pub async fn whoami(args: ConnectionArgs) -> anyhow::Result<Exit> {
-    let runtime = new_runtime()?;
+    let runtime = new_runtime().await?;
     let (connection, revoke) = open(&args, &runtime).await?;
     let response = connection.call(get(USERS_ME, vec![])).await;
     end_session(&connection, revoke).await;
@@ -102,7 +102,7 @@ pub struct TokenArgs {
 
 /// Token metadata; the token itself only on explicit request.
 pub async fn token(args: TokenArgs) -> anyhow::Result<Exit> {
-    let runtime = new_runtime()?;
+    let runtime = new_runtime().await?;
     // The token is for the user to use, so it is not revoked here.
     let (connection, _) = open(&args.connection, &runtime).await?;
     let token = connection.token().await.context("requesting a token")?;
@@ -187,7 +187,7 @@ impl Verdict {
 /// else is reported as it came. Failures that say nothing about the path
 /// (credentials refused, a broken file) stop the command.
 pub async fn check_scope(args: CheckScopeArgs) -> anyhow::Result<Exit> {
-    let runtime = new_runtime()?;
+    let runtime = new_runtime().await?;
     let (connection, revoke) = open(&args.connection, &runtime).await?;
     let results = probe(&connection, &args.paths).await;
     end_session(&connection, revoke).await;

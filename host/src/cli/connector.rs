@@ -41,7 +41,7 @@ pub struct CheckArgs {
 pub async fn connector(command: ConnectorCommand) -> anyhow::Result<Exit> {
     match command {
         ConnectorCommand::Export(args) => export(args),
-        ConnectorCommand::Check(args) => check(args),
+        ConnectorCommand::Check(args) => check(args).await,
     }
 }
 
@@ -74,8 +74,8 @@ fn export(args: ExportArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
-fn check(args: CheckArgs) -> anyhow::Result<Exit> {
-    let runtime = new_runtime()?;
+async fn check(args: CheckArgs) -> anyhow::Result<Exit> {
+    let runtime = new_runtime().await?;
     let component = runtime.load_connector_file(&args.component)?;
     println!(
         "ok: {} implements {WORLD} (sha256 {})",

@@ -65,7 +65,7 @@ async fn run_demo(sim: &Simulator, args: &DemoArgs, quiet: bool) -> anyhow::Resu
             &std::env::current_dir()?,
             vars,
         )?;
-        let runtime = new_runtime()?;
+        let runtime = new_runtime().await?;
         pipeline.run(&runtime, interactive(quiet)).await
     }
     .await;

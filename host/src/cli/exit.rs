@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use crate::pipeline::run_lock::LockHeld;
 use crate::pipeline::{ConfigError, ConfigErrors, Interrupted};
 use crate::runtime::{ComponentError, ConnectorError, ErrorKind};
+use crate::store::StorageError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -49,6 +50,12 @@ impl Exit {
                 || cause.is::<ComponentError>()
             {
                 return Exit::Config;
+            }
+            if let Some(e) = cause.downcast_ref::<StorageError>() {
+                return match e {
+                    StorageError::Setting(_) => Exit::Config,
+                    StorageError::Unavailable(_) => Exit::Unavailable,
+                };
             }
             if let Some(e) = cause.downcast_ref::<ConnectorError>() {
                 return match e.kind() {

@@ -27,7 +27,7 @@ struct Finding {
 
 pub async fn inspect(args: InspectArgs) -> anyhow::Result<Exit> {
     let resolved = args.connection.resolve()?;
-    let runtime = new_runtime()?;
+    let runtime = new_runtime().await?;
     let inspection = runtime
         .inspect(&resolved.label, resolved.ionapi_json.expose())
         .await?;

@@ -10,6 +10,7 @@ mod project;
 mod run;
 mod schedule;
 mod sim;
+mod status;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal as _;
@@ -22,8 +23,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 pub use exit::Exit;
 
 use crate::runtime::Runtime;
-use crate::runtime::capabilities::FileTokenStore;
-use anyhow::Context as _;
+use crate::store::setting::HostConfig;
+use crate::store::{Storage, StoreSetting};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,6 +43,13 @@ pub struct Cli {
     /// Log line format on stderr
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Where tokens, pipeline state and schedule leases live: "files" (the
+    /// default) or postgres://USER:PASSWORD@HOST:PORT/DATABASE
+    #[arg(long, global = true, env = "IONFLOW_STORE", hide_env_values = true)]
+    store: Option<String>,
+    /// A settings file (TOML: `store`, `lease_secs`)
+    #[arg(long, global = true, env = "IONFLOW_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -100,6 +108,11 @@ enum Command {
     /// Run every scheduled pipeline of a folder on its cron schedule until SIGTERM
     #[command(after_help = "Example:\n  ionflow serve pipelines/ --status-addr 127.0.0.1:9187")]
     Serve(schedule::ServeArgs),
+    /// List scheduled pipelines: last and next run, and which worker holds a lease
+    #[command(
+        after_help = "Example:\n  IONFLOW_STORE=postgres://ionflow@db:5432/ionflow ionflow status"
+    )]
+    Status(status::StatusArgs),
     /// Print the next fire times of a pipeline's schedule, in its time zone and UTC
     #[command(after_help = "Example:\n  ionflow schedule pipelines/m3-items.toml --count 5")]
     Schedule(schedule::ScheduleArgs),
@@ -124,6 +137,15 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
+    match Settings::resolve(cli.store.as_deref(), cli.config.as_deref()) {
+        Ok(settings) => {
+            let _ = SETTINGS.set(settings);
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Exit::Config.into();
+        }
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -149,6 +171,7 @@ pub fn main() -> ExitCode {
             Command::Keepalive(args) => auth::keepalive(args).await,
             Command::Serve(args) => schedule::serve_command(args).await,
             Command::Schedule(args) => schedule::schedule(args).await,
+            Command::Status(args) => status::status(args).await,
             Command::CheckScope(args) => connection::check_scope(args).await,
             Command::Connector(command) => connector::connector(command).await,
         }
@@ -182,6 +205,10 @@ fn init_logging(cli: &Cli) {
             format!("warn,ionflow={default}")
         }
     });
+    // tokio-postgres logs every statement's parameters at debug level, and
+    // those parameters are token-store values: warnings only, whatever the
+    // directives say (its info lines are server notices, noise here).
+    let directives = format!("{directives},tokio_postgres=warn,postgres_protocol=warn");
     let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
@@ -220,13 +247,66 @@ pub fn state_dir() -> anyhow::Result<PathBuf> {
         })
 }
 
-/// One runtime per process. Tokens live in the file token store under the
-/// state folder, shared with every other ionflow process of this user.
-pub fn new_runtime() -> anyhow::Result<Runtime> {
-    let dir = state_dir()?.join("tokens");
-    let store = FileTokenStore::open(&dir)
-        .with_context(|| format!("could not open the token store in {}", dir.display()))?;
-    Runtime::new(Arc::new(store), cache_dir().as_deref())
+/// The process's storage and lease settings, resolved once from the command
+/// line, the environment and the config file.
+#[derive(Debug)]
+pub struct Settings {
+    pub store: StoreSetting,
+    pub lease_secs: f64,
+}
+
+static SETTINGS: std::sync::OnceLock<Settings> = std::sync::OnceLock::new();
+
+/// A schedule lease lasts this long without renewal unless set otherwise.
+pub const DEFAULT_LEASE_SECS: f64 = 30.0;
+
+impl Settings {
+    /// `--store`/`IONFLOW_STORE` wins over `store` in the config file.
+    pub fn resolve(
+        store: Option<&str>,
+        config: Option<&std::path::Path>,
+    ) -> Result<Settings, crate::store::StorageError> {
+        let file = match config {
+            Some(path) => HostConfig::load(path)?,
+            None => HostConfig::default(),
+        };
+        let config_origin = config.map(|p| format!("`store` in {}", p.display()));
+        let store = match (store, &file.store) {
+            (Some(value), _) => StoreSetting::parse(value, "IONFLOW_STORE (--store)")?,
+            (None, Some(value)) => {
+                StoreSetting::parse(value, config_origin.as_deref().unwrap_or("store"))?
+            }
+            (None, None) => StoreSetting::Files,
+        };
+        let lease_secs = file.lease_secs.unwrap_or(DEFAULT_LEASE_SECS);
+        if !(lease_secs.is_finite() && (0.2..=86_400.0).contains(&lease_secs)) {
+            return Err(crate::store::StorageError::Setting(format!(
+                "`lease_secs` in {}: {lease_secs} is out of range; use 0.2 to 86400 seconds",
+                config.map(|p| p.display().to_string()).unwrap_or_default()
+            )));
+        }
+        Ok(Settings { store, lease_secs })
+    }
+}
+
+pub fn settings() -> &'static Settings {
+    SETTINGS.get_or_init(|| Settings {
+        store: StoreSetting::Files,
+        lease_secs: DEFAULT_LEASE_SECS,
+    })
+}
+
+/// The configured storage: files under the state folder, or PostgreSQL
+/// (connected and migrated here).
+pub async fn open_storage() -> anyhow::Result<Arc<dyn Storage>> {
+    crate::store::open(&settings().store, &state_dir()?, &crate::store::worker_id()).await
+}
+
+/// One runtime per process, its tokens in the configured store, shared with
+/// every other ionflow process that uses the same store.
+pub async fn new_runtime() -> anyhow::Result<Runtime> {
+    let storage = open_storage().await?;
+    Runtime::new(storage.tokens(), cache_dir().as_deref())
 }
 
 /// `KEY=VALUE` pairs from `--var`.

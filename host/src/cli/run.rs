@@ -4,9 +4,13 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{Exit, interactive, new_runtime, parse_vars};
-use crate::pipeline::run_lock::RunLock;
+use chrono::Utc;
+
+use super::{Exit, cache_dir, interactive, new_runtime, open_storage, parse_vars, settings};
+use crate::pipeline::run_lock::{LockHeld, RunLock};
 use crate::pipeline::{Pipeline, Variables};
+use crate::runtime::Runtime;
+use crate::store::{Claim, RunState};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -22,16 +26,56 @@ pub struct RunArgs {
 
 pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Exit> {
     let vars = Variables::new(parse_vars(&args.vars)?);
-    let pipeline = Pipeline::load(&args.pipeline, vars)?;
+    let mut pipeline = Pipeline::load(&args.pipeline, vars)?;
     let _lock = RunLock::try_acquire(&super::state_dir()?, &args.pipeline)?;
-    let runtime = new_runtime()?;
-    let summary = pipeline
-        .run_until(
-            &runtime,
-            interactive(quiet) && !args.json,
-            super::shutdown_signal(),
-        )
-        .await?;
+    let storage = open_storage().await?;
+    pipeline.use_storage(&storage);
+    let runtime = Runtime::new(storage.tokens(), cache_dir().as_deref())?;
+    // With a shared store, one run of a pipeline at a time across machines
+    // too: a CronJob's run takes a lease like a serve worker's tick.
+    let lease_secs = settings().lease_secs;
+    let lease = if storage.shared() {
+        let worker = crate::store::worker_id();
+        match storage
+            .claim(&pipeline.name, Utc::now(), &worker, lease_secs)
+            .await?
+        {
+            Claim::Claimed(lease) => Some(lease),
+            Claim::Busy(holder) | Claim::TakenBy(holder) => {
+                return Err(
+                    LockHeld::elsewhere(&args.pipeline, &holder, &storage.describe()).into(),
+                );
+            }
+        }
+    } else {
+        None
+    };
+    let stop = async {
+        match &lease {
+            Some(lease) => tokio::select! {
+                () = super::shutdown_signal() => {}
+                () = crate::serve::keep_lease(storage.as_ref(), lease, lease_secs) => {}
+            },
+            None => super::shutdown_signal().await,
+        }
+    };
+    let outcome = pipeline
+        .run_until(&runtime, interactive(quiet) && !args.json, stop)
+        .await;
+    if let Some(lease) = &lease {
+        let (state, error) = match &outcome {
+            Ok(s) if s.records_failed == 0 => (RunState::Succeeded, None),
+            Ok(s) => (
+                RunState::Failed,
+                Some(format!("{} records failed", s.records_failed)),
+            ),
+            Err(e) => (RunState::Failed, Some(format!("{e:#}"))),
+        };
+        if let Err(e) = storage.finish(lease, state, error.as_deref()).await {
+            tracing::warn!("could not record the end of the run: {e}");
+        }
+    }
+    let summary = outcome?;
     // A stdout sink owns stdout: the summary then goes to stderr.
     let stdout_sink = pipeline
         .config
@@ -72,7 +116,7 @@ pub struct ValidateArgs {
 /// Checks every file and reports every problem, not just the first.
 pub async fn validate(args: ValidateArgs) -> anyhow::Result<Exit> {
     let vars = Variables::new(parse_vars(&args.vars)?);
-    let runtime = new_runtime()?;
+    let runtime = new_runtime().await?;
     let mut worst = Exit::Success;
     for path in &args.pipelines {
         match Pipeline::load(path, vars.clone()) {

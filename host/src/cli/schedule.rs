@@ -8,8 +8,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use clap::Args;
 
-use super::{Exit, new_runtime, parse_vars, shutdown_signal, state_dir};
+use super::{Exit, cache_dir, open_storage, parse_vars, settings, shutdown_signal, state_dir};
 use crate::pipeline::{Pipeline, Variables};
+use crate::runtime::Runtime;
 use crate::serve::{ServeOptions, serve};
 
 #[derive(Debug, Args)]
@@ -61,18 +62,32 @@ pub struct ServeArgs {
     /// Set a variable for ${env.NAME}, overriding the environment (repeatable)
     #[arg(long = "var", value_name = "NAME=VALUE")]
     vars: Vec<String>,
+    /// Seconds a claimed tick stays claimed without renewal; a worker that
+    /// dies loses its runs to another worker after this long (default: the
+    /// config file's `lease_secs`, else 30)
+    #[arg(long)]
+    lease_secs: Option<f64>,
 }
 
 pub async fn serve_command(args: ServeArgs) -> anyhow::Result<Exit> {
+    let lease_secs = args.lease_secs.unwrap_or(settings().lease_secs);
+    if !(lease_secs.is_finite() && (0.2..=86_400.0).contains(&lease_secs)) {
+        anyhow::bail!("--lease-secs {lease_secs}: use 0.2 to 86400 seconds");
+    }
+    // Handlers first: a signal during start-up must not kill the process.
+    let shutdown = shutdown_signal();
+    let storage = open_storage().await?;
+    let runtime = Runtime::new(storage.tokens(), cache_dir().as_deref())?;
     let options = ServeOptions {
         dir: args.dir,
         state_dir: state_dir()?,
+        storage,
+        worker: crate::store::worker_id(),
+        lease_secs,
         status_addr: args.status_addr,
         grace: Duration::from_secs(args.grace_secs),
         vars: Variables::new(parse_vars(&args.vars)?),
     };
-    // Handlers first: a signal during start-up must not kill the process.
-    let shutdown = shutdown_signal();
-    serve(options, Arc::new(new_runtime()?), shutdown).await?;
+    serve(options, Arc::new(runtime), shutdown).await?;
     Ok(Exit::Success)
 }

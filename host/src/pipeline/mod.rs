@@ -66,6 +66,9 @@ pub struct Pipeline {
     sinks: Vec<SinkPlan>,
     templates: Arc<Templates>,
     vars: Variables,
+    /// A store shared by several workers keeps the watermarks instead of
+    /// the state file, under the pipeline's name.
+    shared_state: Option<Arc<dyn crate::store::Storage>>,
 }
 
 /// A transform step that failed a record.
@@ -170,7 +173,14 @@ impl Pipeline {
             sinks,
             templates: Arc::new(templates),
             vars,
+            shared_state: None,
         })
+    }
+
+    /// Keeps the watermarks in `storage` when it is shared by several
+    /// workers (PostgreSQL); with the file backend the state file stays.
+    pub fn use_storage(&mut self, storage: &Arc<dyn crate::store::Storage>) {
+        self.shared_state = storage.shared().then(|| storage.clone());
     }
 
     /// Reads each connection's `.ionapi` JSON and opens it in the sandbox.
@@ -378,8 +388,17 @@ impl Pipeline {
             .context("could not build the HTTP client")?;
 
         let state_path = self.state_path();
-        let mut watermarks = match (&state_path, &self.config.state) {
-            (Some(path), Some(state)) => Some(Watermarks::load(path, &state.watermarks)?),
+        let mut watermarks = match (&state_path, &self.config.state, &self.shared_state) {
+            (Some(_), Some(state), Some(storage)) => {
+                let saved = storage.load_state(&self.name).await?;
+                let origin = PathBuf::from(format!("{}#{}", storage.describe(), self.name));
+                Some(Watermarks::from_saved(
+                    saved.as_deref(),
+                    &origin,
+                    &state.watermarks,
+                )?)
+            }
+            (Some(path), Some(state), None) => Some(Watermarks::load(path, &state.watermarks)?),
             _ => None,
         };
         let vars = self.vars.clone().with_state(
@@ -489,10 +508,26 @@ impl Pipeline {
         // A failed record must be read again next run, so the watermark
         // only moves when every record went through.
         if summary.records_failed == 0
-            && let (Some(w), Some(path)) = (&watermarks, &state_path)
-            && w.save()?
+            && let Some(w) = &watermarks
         {
-            summary.state_saved = Some(path.clone());
+            match (&self.shared_state, &state_path) {
+                (Some(storage), _) => {
+                    if w.changed() {
+                        storage.save_state(&self.name, &w.to_json()?).await?;
+                        summary.state_saved = Some(PathBuf::from(format!(
+                            "{} (pipeline {})",
+                            storage.describe(),
+                            self.name
+                        )));
+                    }
+                }
+                (None, Some(path)) => {
+                    if w.save()? {
+                        summary.state_saved = Some(path.clone());
+                    }
+                }
+                (None, None) => {}
+            }
         }
         summary.api_calls += stats.http_calls.load(Ordering::Relaxed);
         summary.retries = stats.retries.load(Ordering::Relaxed);

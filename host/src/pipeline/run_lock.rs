@@ -15,13 +15,22 @@ pub struct RunLock {
 
 /// Another process holds the pipeline's lock.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "another run of {pipeline} is in progress{holder}; this run was not started (lock file {lock})"
-)]
+#[error("another run of {pipeline} is in progress{holder}; this run was not started ({lock})")]
 pub struct LockHeld {
     pub pipeline: String,
     holder: String,
     lock: String,
+}
+
+impl LockHeld {
+    /// A run on another worker holds the pipeline's lease in a shared store.
+    pub fn elsewhere(pipeline: &Path, worker: &str, store: &str) -> LockHeld {
+        LockHeld {
+            pipeline: pipeline.display().to_string(),
+            holder: format!(" (worker {worker})"),
+            lock: format!("its lease in {store}"),
+        }
+    }
 }
 
 impl RunLock {
@@ -59,7 +68,7 @@ impl RunLock {
                     } else {
                         format!(" (process {pid})")
                     },
-                    lock: path.display().to_string(),
+                    lock: format!("lock file {}", path.display()),
                 }
                 .into())
             }

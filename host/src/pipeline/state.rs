@@ -31,15 +31,30 @@ pub struct Watermarks {
 impl Watermarks {
     /// Reads the state file; a missing file means every watermark is at its `initial`.
     pub fn load(path: &Path, config: &BTreeMap<String, WatermarkConfig>) -> anyhow::Result<Self> {
-        let saved = match std::fs::read_to_string(path) {
-            Ok(text) => serde_json::from_str::<StateFile>(&text).with_context(|| {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        Self::from_saved(text.as_deref(), path, config)
+    }
+
+    /// The watermarks from saved JSON (a file's or a shared store's; `origin`
+    /// names it in errors and is where `save` writes for the file backend).
+    pub fn from_saved(
+        text: Option<&str>,
+        origin: &Path,
+        config: &BTreeMap<String, WatermarkConfig>,
+    ) -> anyhow::Result<Self> {
+        let path = origin;
+        let saved = match text {
+            Some(text) => serde_json::from_str::<StateFile>(text).with_context(|| {
                 format!(
                     "the state file {} is not valid; fix it or delete it to start from the initial watermarks",
                     path.display()
                 )
             })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StateFile::default(),
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+            None => StateFile::default(),
         };
         let current = config
             .iter()
@@ -80,6 +95,19 @@ impl Watermarks {
                 self.changed = true;
             }
         }
+    }
+
+    /// Whether a run moved a watermark.
+    pub fn changed(&self) -> bool {
+        self.changed
+    }
+
+    /// The JSON `save` writes, for a shared store.
+    pub fn to_json(&self) -> anyhow::Result<String> {
+        let file = StateFile {
+            watermarks: self.current.clone(),
+        };
+        Ok(serde_json::to_string_pretty(&file)? + "\n")
     }
 
     /// Writes the file atomically (write, then rename).

@@ -1,6 +1,8 @@
 //! `ionflow serve`: every scheduled pipeline of a folder, each on its own
 //! cron schedule, with overlap and missed-run policies, keep-alive of stored
-//! grants, a loopback status endpoint and a graceful shutdown.
+//! grants, a loopback status endpoint and a graceful shutdown. Each tick is
+//! claimed through the store (always granted by the file backend; once
+//! across workers with PostgreSQL, with a lease renewed while it runs).
 
 mod status;
 
@@ -19,6 +21,7 @@ use crate::pipeline::config::{MissedRuns, Overlap};
 use crate::pipeline::run_lock::RunLock;
 use crate::pipeline::{Pipeline, Variables};
 use crate::runtime::Runtime;
+use crate::store::{Claim, RunState, Storage, TickLease};
 pub use status::PipelineStatus;
 
 type Statuses = Arc<Mutex<BTreeMap<String, PipelineStatus>>>;
@@ -26,6 +29,12 @@ type Statuses = Arc<Mutex<BTreeMap<String, PipelineStatus>>>;
 pub struct ServeOptions {
     pub dir: PathBuf,
     pub state_dir: PathBuf,
+    /// Tokens, state and schedule leases (files, or PostgreSQL for many workers).
+    pub storage: Arc<dyn Storage>,
+    /// This worker's name in leases and `ionflow status`.
+    pub worker: String,
+    /// How long a claimed tick stays claimed without a renewal.
+    pub lease_secs: f64,
     /// Loopback address for `GET /status`.
     pub status_addr: Option<SocketAddr>,
     /// How long running runs may take to stop after a shutdown signal.
@@ -68,7 +77,10 @@ pub async fn serve(
     runtime: Arc<Runtime>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let pipelines = load_scheduled(&options.dir, &options.vars)?;
+    let mut pipelines = load_scheduled(&options.dir, &options.vars)?;
+    for pipeline in &mut pipelines {
+        pipeline.use_storage(&options.storage);
+    }
     let statuses: Statuses = Arc::new(Mutex::new(
         pipelines
             .iter()
@@ -80,6 +92,21 @@ pub async fn serve(
         tracing::info!(target: "ionflow::serve", event = "status_listening", addr = %bound);
     }
     let (stop_sender, stop) = watch::channel(false);
+    let ctx = Context {
+        runtime: runtime.clone(),
+        storage: options.storage.clone(),
+        statuses: statuses.clone(),
+        state_dir: options.state_dir.clone(),
+        worker: options.worker.as_str().into(),
+        lease_secs: options.lease_secs,
+    };
+    tracing::info!(
+        target: "ionflow::serve",
+        event = "worker_started",
+        worker = %options.worker,
+        store = %options.storage.describe(),
+        lease_secs = options.lease_secs,
+    );
     let mut schedulers = Vec::new();
     for pipeline in pipelines {
         let pipeline = Arc::new(pipeline);
@@ -94,13 +121,7 @@ pub async fn serve(
             runtime.clone(),
             stop.clone(),
         )));
-        schedulers.push(tokio::spawn(scheduler(
-            pipeline,
-            runtime.clone(),
-            statuses.clone(),
-            stop.clone(),
-            options.state_dir.clone(),
-        )));
+        schedulers.push(tokio::spawn(scheduler(pipeline, ctx.clone(), stop.clone())));
     }
 
     shutdown.await;
@@ -129,37 +150,59 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopping| *stopping).await;
 }
 
-async fn scheduler(
-    pipeline: Arc<Pipeline>,
+/// What a scheduler needs besides its pipeline: shared by all of them.
+#[derive(Clone)]
+struct Context {
     runtime: Arc<Runtime>,
+    storage: Arc<dyn Storage>,
     statuses: Statuses,
-    mut stop: watch::Receiver<bool>,
     state_dir: PathBuf,
-) {
+    worker: Arc<str>,
+    lease_secs: f64,
+}
+
+/// Why the scheduler woke up.
+enum Wake {
+    Tick,
+    Stop,
+    RunEnded,
+    /// Time to look for lapsed leases and queued ticks (shared stores only).
+    Watch,
+}
+
+/// A retry after a lapsed lease is attempt 2; a run lost twice is abandoned.
+const MAX_ATTEMPTS: i32 = 2;
+
+async fn scheduler(pipeline: Arc<Pipeline>, ctx: Context, mut stop: watch::Receiver<bool>) {
     let Some(schedule) = pipeline.schedule.clone() else {
         return;
     };
     let name = pipeline.name.clone();
+    let file = pipeline.file.display().to_string();
     let update = |f: &mut dyn FnMut(&mut PipelineStatus)| {
-        if let Some(status) = statuses.lock().unwrap().get_mut(&name) {
+        if let Some(status) = ctx.statuses.lock().unwrap().get_mut(&name) {
             f(status);
         }
     };
     let run_stop = stop.clone();
-    let start = |tick: DateTime<Utc>| {
+    let start = |lease: TickLease| {
         tokio::spawn(run_once(
             pipeline.clone(),
-            runtime.clone(),
-            statuses.clone(),
+            ctx.clone(),
             run_stop.clone(),
-            state_dir.clone(),
-            tick,
+            lease,
         ))
     };
     let mut running: Option<JoinHandle<()>> = None;
     let mut queued = false;
+    // A tick that found another worker's run going, under `overlap = "queue"`.
+    let mut waiting_tick: Option<DateTime<Utc>> = None;
+    // Lapsed leases are looked for twice per lease period.
+    let watch_every = Duration::from_secs_f64((ctx.lease_secs / 2.0).max(0.1));
+    let retries = pipeline.config.missed_runs == MissedRuns::RunOnce;
 
-    let last_tick_file = state_dir
+    let last_tick_file = ctx
+        .state_dir
         .join("serve")
         .join(format!("{}.last-tick", file_key(&pipeline.file)));
     if pipeline.config.missed_runs == MissedRuns::RunOnce
@@ -167,24 +210,77 @@ async fn scheduler(
         && schedule.fired_between(last, Utc::now())
     {
         tracing::info!(target: "ionflow::serve", event = "missed_run", pipeline = %name, since = %last);
-        running = Some(start(Utc::now()));
+        // The first missed fire time: workers that missed the same tick claim the same row.
+        let tick = schedule.next_after(last).unwrap_or_else(Utc::now);
+        if let Some(lease) = claim(&ctx, &name, tick).await {
+            running = Some(start(lease));
+        }
     }
 
+    // The tick being waited for. It is kept when the scheduler wakes for
+    // another reason (a run ended, a look for lapsed leases), so a wake-up
+    // just after the tick's time cannot skip past it.
+    let mut pending: Option<DateTime<Utc>> = None;
     loop {
-        let Some(next) = schedule.next_after(Utc::now()) else {
-            tracing::warn!(target: "ionflow::serve", pipeline = %name, "the schedule has no future fire time");
-            break;
-        };
-        update(&mut |s| s.next_run = Some(next));
-        let wait = (next - Utc::now()).to_std().unwrap_or_default();
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            _ = stop.wait_for(|stopping| *stopping) => break,
-            _ = async { running.as_mut().expect("guarded").await }, if running.is_some() => {
-                running = None;
-                if std::mem::take(&mut queued) {
-                    running = Some(start(Utc::now()));
+        let next = match pending.take() {
+            Some(next) => next,
+            None => {
+                let Some(next) = schedule.next_after(Utc::now()) else {
+                    tracing::warn!(target: "ionflow::serve", pipeline = %name, "the schedule has no future fire time");
+                    break;
+                };
+                update(&mut |s| s.next_run = Some(next));
+                if let Err(e) = ctx
+                    .storage
+                    .record_schedule(&name, &file, &schedule.expression, Some(next), &ctx.worker)
+                    .await
+                {
+                    tracing::warn!(target: "ionflow::serve", pipeline = %name, "could not record the schedule: {e}");
                 }
+                next
+            }
+        };
+        let wait = (next - Utc::now()).to_std().unwrap_or_default();
+        let shared = ctx.storage.shared();
+        let wake = tokio::select! {
+            () = tokio::time::sleep(wait) => Wake::Tick,
+            _ = stop.wait_for(|stopping| *stopping) => Wake::Stop,
+            _ = async { running.as_mut().expect("guarded").await }, if running.is_some() => Wake::RunEnded,
+            () = tokio::time::sleep(watch_every), if shared && running.is_none() => Wake::Watch,
+        };
+        match wake {
+            Wake::Tick => {}
+            Wake::Stop => break,
+            Wake::RunEnded => {
+                running = None;
+                if std::mem::take(&mut queued)
+                    && let Some(lease) = claim(&ctx, &name, Utc::now()).await
+                {
+                    running = Some(start(lease));
+                }
+                pending = Some(next);
+                continue;
+            }
+            Wake::Watch => {
+                if let Some(tick) = waiting_tick {
+                    match ctx
+                        .storage
+                        .claim(&name, tick, &ctx.worker, ctx.lease_secs)
+                        .await
+                    {
+                        Ok(Claim::Claimed(lease)) => {
+                            waiting_tick = None;
+                            running = Some(start(lease));
+                        }
+                        Ok(Claim::TakenBy(_)) => waiting_tick = None,
+                        Ok(Claim::Busy(_)) => {}
+                        Err(e) => tracing::warn!(target: "ionflow::serve", pipeline = %name, "{e}"),
+                    }
+                }
+                if running.is_none() {
+                    running = take_over_lapsed(&ctx, &name, retries).await.map(start);
+                }
+                pending = Some(next);
                 continue;
             }
         }
@@ -205,33 +301,167 @@ async fn scheduler(
             }
             continue;
         }
-        running = Some(start(next));
+        match ctx
+            .storage
+            .claim(&name, next, &ctx.worker, ctx.lease_secs)
+            .await
+        {
+            Ok(Claim::Claimed(lease)) => running = Some(start(lease)),
+            Ok(Claim::TakenBy(worker)) => tracing::debug!(
+                target: "ionflow::serve",
+                event = "tick_taken",
+                pipeline = %name,
+                tick = %next,
+                worker = %worker,
+                "another worker runs this tick"
+            ),
+            Ok(Claim::Busy(worker)) => match pipeline.config.overlap {
+                Overlap::Skip => {
+                    update(&mut |s| s.skipped += 1);
+                    tracing::info!(
+                        target: "ionflow::serve",
+                        event = "tick_skipped",
+                        pipeline = %name,
+                        tick = %next,
+                        holder = %worker,
+                        "a run on another worker is still going"
+                    );
+                }
+                Overlap::Queue => waiting_tick = Some(next),
+            },
+            Err(e) => tracing::warn!(
+                target: "ionflow::serve",
+                event = "claim_failed",
+                pipeline = %name,
+                tick = %next,
+                "the tick was not run: {e}"
+            ),
+        }
     }
     if let Some(run) = running {
         let _ = run.await;
     }
 }
 
+/// Claims a tick, logging why not.
+async fn claim(ctx: &Context, name: &str, tick: DateTime<Utc>) -> Option<TickLease> {
+    match ctx
+        .storage
+        .claim(name, tick, &ctx.worker, ctx.lease_secs)
+        .await
+    {
+        Ok(Claim::Claimed(lease)) => Some(lease),
+        Ok(Claim::TakenBy(worker) | Claim::Busy(worker)) => {
+            tracing::info!(target: "ionflow::serve", event = "tick_skipped", pipeline = %name, tick = %tick, holder = %worker, "another worker holds the lease");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(target: "ionflow::serve", event = "claim_failed", pipeline = %name, tick = %tick, "{e}");
+            None
+        }
+    }
+}
+
+/// A run whose worker stopped renewing its lease (it died, or lost the
+/// database) is retried here once under `missed_runs = "run_once"`, and
+/// abandoned otherwise.
+async fn take_over_lapsed(ctx: &Context, name: &str, retries: bool) -> Option<TickLease> {
+    let lapsed = match ctx.storage.lapsed(name).await {
+        Ok(lapsed) => lapsed,
+        Err(e) => {
+            tracing::warn!(target: "ionflow::serve", pipeline = %name, "{e}");
+            return None;
+        }
+    };
+    for run in lapsed {
+        if retries && run.attempts < MAX_ATTEMPTS {
+            match ctx
+                .storage
+                .take_over(name, &run, &ctx.worker, ctx.lease_secs)
+                .await
+            {
+                Ok(Some(lease)) => {
+                    tracing::info!(
+                        target: "ionflow::serve",
+                        event = "lease_taken_over",
+                        pipeline = %name,
+                        tick = %run.tick,
+                        previous_worker = %run.worker,
+                        attempt = lease.attempt,
+                        "the worker running this tick stopped renewing its lease; retrying it here"
+                    );
+                    return Some(lease);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(target: "ionflow::serve", pipeline = %name, "{e}"),
+            }
+        } else {
+            let reason = format!(
+                "the lease of worker {} lapsed during attempt {}; not retried (missed_runs = {})",
+                run.worker,
+                run.attempts,
+                if retries {
+                    "\"run_once\", retried already"
+                } else {
+                    "\"skip\""
+                }
+            );
+            if let Ok(true) = ctx.storage.abandon(name, &run, &reason).await {
+                tracing::warn!(target: "ionflow::serve", event = "run_abandoned", pipeline = %name, tick = %run.tick, "{reason}");
+            }
+        }
+    }
+    None
+}
+
+/// Renews `lease` every third of its period until the run ends; resolves
+/// if the lease is lost, so the run stops instead of running twice.
+pub async fn keep_lease(storage: &dyn Storage, lease: &TickLease, lease_secs: f64) {
+    let every = Duration::from_secs_f64((lease_secs / 3.0).max(0.05));
+    let mut last_renewed = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(every).await;
+        match storage.renew(lease, lease_secs).await {
+            Ok(true) => last_renewed = tokio::time::Instant::now(),
+            Ok(false) => {
+                tracing::warn!(target: "ionflow::serve", event = "lease_lost", pipeline = %lease.pipeline, tick = %lease.tick, "another worker took this run over; stopping it");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(target: "ionflow::serve", pipeline = %lease.pipeline, "could not renew the lease: {e}");
+                if last_renewed.elapsed().as_secs_f64() >= lease_secs {
+                    tracing::warn!(target: "ionflow::serve", event = "lease_lost", pipeline = %lease.pipeline, tick = %lease.tick, "the lease lapsed; stopping the run");
+                    return;
+                }
+            }
+        }
+    }
+}
+
 async fn run_once(
     pipeline: Arc<Pipeline>,
-    runtime: Arc<Runtime>,
-    statuses: Statuses,
+    ctx: Context,
     stop: watch::Receiver<bool>,
-    state_dir: PathBuf,
-    tick: DateTime<Utc>,
+    lease: TickLease,
 ) {
     let name = pipeline.name.clone();
+    let tick = lease.tick;
     let update = |f: &mut dyn FnMut(&mut PipelineStatus)| {
-        if let Some(status) = statuses.lock().unwrap().get_mut(&name) {
+        if let Some(status) = ctx.statuses.lock().unwrap().get_mut(&name) {
             f(status);
         }
     };
     // The same lock as `ionflow run`, so a cron job and serve never overlap.
-    let _lock = match RunLock::try_acquire(&state_dir, &pipeline.file) {
+    let _lock = match RunLock::try_acquire(&ctx.state_dir, &pipeline.file) {
         Ok(lock) => lock,
         Err(e) => {
             update(&mut |s| s.skipped += 1);
             tracing::info!(target: "ionflow::serve", event = "tick_skipped", pipeline = %name, tick = %tick, "{e}");
+            let reason = format!("{e:#}");
+            let _ = ctx
+                .storage
+                .finish(&lease, RunState::Abandoned, Some(&reason))
+                .await;
             return;
         }
     };
@@ -240,8 +470,22 @@ async fn run_once(
         s.running = true;
         s.last_start = Some(started);
     });
-    tracing::info!(target: "ionflow::serve", event = "run_started", pipeline = %name, tick = %tick);
-    let outcome = pipeline.run_until(&runtime, false, stopped(stop)).await;
+    tracing::info!(
+        target: "ionflow::serve",
+        event = "run_started",
+        pipeline = %name,
+        tick = %tick,
+        worker = %ctx.worker,
+        attempt = lease.attempt,
+    );
+    let lease_lost = keep_lease(ctx.storage.as_ref(), &lease, ctx.lease_secs);
+    let stop_run = async {
+        tokio::select! {
+            () = stopped(stop) => {}
+            () = lease_lost => {}
+        }
+    };
+    let outcome = pipeline.run_until(&ctx.runtime, false, stop_run).await;
     let ended = Utc::now();
     match &outcome {
         Ok(summary) => tracing::info!(
@@ -249,6 +493,8 @@ async fn run_once(
             event = "run_finished",
             pipeline = %name,
             tick = %tick,
+            worker = %ctx.worker,
+            attempt = lease.attempt,
             records_in = summary.records_in,
             records_out = summary.records_out,
             records_failed = summary.records_failed,
@@ -260,8 +506,20 @@ async fn run_once(
             event = "run_failed",
             pipeline = %name,
             tick = %tick,
+            worker = %ctx.worker,
             error = %format!("{e:#}"),
         ),
+    }
+    let (state, error) = match &outcome {
+        Ok(summary) if summary.records_failed == 0 => (RunState::Succeeded, None),
+        Ok(summary) => (
+            RunState::Failed,
+            Some(format!("{} records failed", summary.records_failed)),
+        ),
+        Err(e) => (RunState::Failed, Some(format!("{e:#}"))),
+    };
+    if let Err(e) = ctx.storage.finish(&lease, state, error.as_deref()).await {
+        tracing::warn!(target: "ionflow::serve", pipeline = %name, "could not record the end of the run: {e}");
     }
     update(&mut |s| {
         s.running = false;
