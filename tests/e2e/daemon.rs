@@ -262,3 +262,55 @@ async fn schedule_prints_fire_times_across_daylight_saving_changes() {
         wrong.stderr
     );
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn status_on_the_file_store_shows_what_a_local_serve_ran() {
+    let _timing = daemon_timing().await;
+    let sim = simulator(20).await;
+    let (dir, ionapi) = workdir(&sim);
+    let pipelines = dir.path().join("pipelines");
+    std::fs::create_dir(&pipelines).unwrap();
+    scheduled(&pipelines, &ionapi, 10, "* * * * * *");
+    let state = dir.path().join("state");
+    let child = ionflow()
+        .arg("serve")
+        .arg(&pipelines)
+        .env("IONFLOW_STATE_DIR", &state)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = |json: bool| {
+        let mut cmd = ionflow();
+        cmd.arg("status").env("IONFLOW_STATE_DIR", &state);
+        if json {
+            cmd.arg("--json");
+        }
+        cmd
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let rows = loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let result = run(&mut status(true)).await;
+        assert_eq!(result.code, 0, "{}", result.all_output());
+        let rows: serde_json::Value = serde_json::from_str(&result.stdout).unwrap();
+        let ran = rows[0]["runs"].as_u64().unwrap_or(0);
+        if ran >= 1 || std::time::Instant::now() > deadline {
+            break rows;
+        }
+    };
+    sigterm(child.id().unwrap()).await;
+    eprintln!("ionflow status --json: {rows}");
+    let row = &rows[0];
+    assert_eq!(row["pipeline"], "items", "{rows}");
+    assert_eq!(row["schedule"], "* * * * * *", "{rows}");
+    assert!(row["runs"].as_u64().unwrap() >= 1, "{rows}");
+    assert!(row["next_run"].is_string(), "{rows}");
+    assert_eq!(row["last_state"], "succeeded", "{rows}");
+
+    let text = run(&mut status(false)).await;
+    assert!(text.stdout.contains("store: files in"), "{}", text.stdout);
+    assert!(text.stdout.contains("items"), "{}", text.stdout);
+    sim.shutdown().await;
+}
