@@ -63,14 +63,7 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Exit> {
         .run_until(&runtime, interactive(quiet) && !args.json, stop)
         .await;
     if let Some(lease) = &lease {
-        let (state, error) = match &outcome {
-            Ok(s) if s.records_failed == 0 => (RunState::Succeeded, None),
-            Ok(s) => (
-                RunState::Failed,
-                Some(format!("{} records failed", s.records_failed)),
-            ),
-            Err(e) => (RunState::Failed, Some(format!("{e:#}"))),
-        };
+        let (state, error) = RunState::of(&outcome);
         if let Err(e) = storage.finish(lease, state, error.as_deref()).await {
             tracing::warn!("could not record the end of the run: {e}");
         }

@@ -102,7 +102,7 @@ impl Watermarks {
         self.changed
     }
 
-    /// The JSON `save` writes, for a shared store.
+    /// The JSON `save` writes, also what a shared store keeps.
     pub fn to_json(&self) -> anyhow::Result<String> {
         let file = StateFile {
             watermarks: self.current.clone(),
@@ -119,13 +119,10 @@ impl Watermarks {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create the state folder {}", dir.display()))?;
         }
-        let file = StateFile {
-            watermarks: self.current.clone(),
-        };
         let mut partial = self.path.as_os_str().to_owned();
         partial.push(".partial");
         let partial = PathBuf::from(partial);
-        std::fs::write(&partial, serde_json::to_string_pretty(&file)? + "\n")
+        std::fs::write(&partial, self.to_json()?)
             .with_context(|| format!("cannot write {}", partial.display()))?;
         std::fs::rename(&partial, &self.path)
             .with_context(|| format!("cannot move the new state to {}", self.path.display()))?;

@@ -510,14 +510,7 @@ async fn run_once(
             error = %format!("{e:#}"),
         ),
     }
-    let (state, error) = match &outcome {
-        Ok(summary) if summary.records_failed == 0 => (RunState::Succeeded, None),
-        Ok(summary) => (
-            RunState::Failed,
-            Some(format!("{} records failed", summary.records_failed)),
-        ),
-        Err(e) => (RunState::Failed, Some(format!("{e:#}"))),
-    };
+    let (state, error) = RunState::of(&outcome);
     if let Err(e) = ctx.storage.finish(&lease, state, error.as_deref()).await {
         tracing::warn!(target: "ionflow::serve", pipeline = %name, "could not record the end of the run: {e}");
     }

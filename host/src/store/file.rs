@@ -63,11 +63,9 @@ impl FileStorage {
         change(&mut status);
         let dir = self.status_dir();
         std::fs::create_dir_all(&dir).map_err(|e| unavailable(&dir, e))?;
-        let partial = path.with_extension("json.partial");
         let json = serde_json::to_string_pretty(&status)
             .map_err(|e| StorageError::Unavailable(format!("could not encode a status: {e}")))?;
-        std::fs::write(&partial, json).map_err(|e| unavailable(&partial, e))?;
-        std::fs::rename(&partial, &path).map_err(|e| unavailable(&path, e))
+        replace_file(&path, &json)
     }
 }
 
@@ -91,6 +89,14 @@ fn empty_status(pipeline: &str) -> ScheduleStatus {
 
 fn unavailable(path: &Path, e: impl std::fmt::Display) -> StorageError {
     StorageError::Unavailable(format!("{}: {e}", path.display()))
+}
+
+/// Writes `NAME.json.partial` and renames it over `path`, so that a reader
+/// sees the old file or the new one, never half of one.
+fn replace_file(path: &Path, text: &str) -> Result<()> {
+    let partial = path.with_extension("json.partial");
+    std::fs::write(&partial, text).map_err(|e| unavailable(&partial, e))?;
+    std::fs::rename(&partial, path).map_err(|e| unavailable(path, e))
 }
 
 impl Storage for FileStorage {
@@ -124,10 +130,7 @@ impl Storage for FileStorage {
         Box::pin(async move {
             let dir = self.dir.join("state");
             std::fs::create_dir_all(&dir).map_err(|e| unavailable(&dir, e))?;
-            let path = dir.join(format!("{}.json", Self::digest(key)));
-            let partial = path.with_extension("json.partial");
-            std::fs::write(&partial, json).map_err(|e| unavailable(&partial, e))?;
-            std::fs::rename(&partial, &path).map_err(|e| unavailable(&path, e))
+            replace_file(&dir.join(format!("{}.json", Self::digest(key))), json)
         })
     }
 

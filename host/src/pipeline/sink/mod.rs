@@ -343,10 +343,7 @@ impl Sink {
                 scope,
                 in_flight,
             } => {
-                let (rendered, key) = match plan
-                    .render(record, scope)
-                    .and_then(|r| Ok((r, plan.order_key(record, scope)?)))
-                {
+                let (rendered, key) = match plan.render_keyed(record, scope) {
                     Ok(r) => r,
                     Err(e) => {
                         reject(out, e);
@@ -384,10 +381,7 @@ impl Sink {
                 scope,
                 in_flight,
             } => {
-                let (rendered, key) = match plan
-                    .render(record, scope)
-                    .and_then(|r| Ok((r, plan.order_key(record, scope)?)))
-                {
+                let (rendered, key) = match plan.render_keyed(record, scope) {
                     Ok(r) => r,
                     Err(e) => {
                         reject(out, e);

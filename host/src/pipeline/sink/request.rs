@@ -456,8 +456,17 @@ impl RequestPlan {
         })
     }
 
+    /// The request for one record and its order key; `Err` fails the record.
+    pub fn render_keyed(
+        &self,
+        record: &Value,
+        scope: &Scope,
+    ) -> Result<(Rendered, Option<String>), String> {
+        Ok((self.render(record, scope)?, self.order_key(record, scope)?))
+    }
+
     /// The record's order key, when the sink has one.
-    pub fn order_key(&self, record: &Value, scope: &Scope) -> Result<Option<String>, String> {
+    fn order_key(&self, record: &Value, scope: &Scope) -> Result<Option<String>, String> {
         match &self.order_key {
             None => Ok(None),
             Some(Part::Fixed(key)) => Ok(Some(key.clone())),
