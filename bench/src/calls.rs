@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use ionflow::runtime::capabilities::FileTokenStore;
-use ionflow::runtime::{Connection, GatewayRequest, Method, RateLimit, Runtime, default_options};
+use ionflow_runtime::capabilities::FileTokenStore;
+use ionflow_runtime::{Connection, GatewayRequest, Method, RateLimit, Runtime, default_options};
 use serde_json::json;
 
 use crate::report::{Figure, median};

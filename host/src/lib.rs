@@ -1,20 +1,18 @@
 //! ionflow: a sandboxed integration runtime for Infor CloudSuite.
 //!
-//! `runtime` runs the Infor connector (a WebAssembly component) and lends it
-//! its capabilities; `pipeline` moves records from a source through jq
-//! transforms to sinks; `products` reads Infor product answers; `sim` is a
-//! local ION API Gateway; `cli` is the `ionflow` command; `credentials`
-//! resolves a CONNECTION argument to `.ionapi` JSON and checks where the file
-//! sits; `store` keeps tokens, state and schedule leases (files or
-//! PostgreSQL); `secret` holds secrets so that formatting never shows them.
+//! The connector's sandbox is the `ionflow-runtime` crate (host/runtime) and
+//! the gateway simulator the `ionflow-sim` crate (host/sim); this crate is
+//! the `ionflow` command around them. `pipeline` moves records from a source
+//! through jq transforms to sinks; `products` reads and writes Infor product
+//! shapes; `cli` is the command line; `credentials` resolves a CONNECTION
+//! argument to `.ionapi` JSON and checks where the file sits; `store` keeps
+//! tokens, state and schedule leases (files or PostgreSQL).
 
 pub mod cli;
+pub mod config;
 pub mod credentials;
 pub mod pipeline;
 pub mod products;
-pub mod runtime;
 pub mod schedule;
-pub mod secret;
 pub mod serve;
-pub mod sim;
 pub mod store;

@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use ionflow::runtime::capabilities::MemoryTokenStore;
-use ionflow::runtime::{ClientAuth, ConnectionOptions, Grant, Runtime, default_options};
+use ionflow_runtime::capabilities::MemoryTokenStore;
+use ionflow_runtime::{ClientAuth, ConnectionOptions, Grant, Runtime, default_options};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::support::{edit_ionapi, ionflow, items_pipeline, run, simulator, users_me, workdir};
@@ -152,7 +152,7 @@ async fn authorization_code_with_pkce_login_then_runs_on_the_refresh_token() {
     sim.shutdown().await;
 }
 
-async fn sim_expire(sim: &ionflow::sim::Simulator) {
+async fn sim_expire(sim: &ionflow_sim::Simulator) {
     crate::support::sim_post(sim, "expire-tokens", serde_json::json!({})).await;
 }
 

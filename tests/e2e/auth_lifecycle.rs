@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ionflow::runtime::capabilities::MemoryTokenStore;
-use ionflow::runtime::{ConnectorError, Runtime, default_options};
+use ionflow_runtime::capabilities::MemoryTokenStore;
+use ionflow_runtime::{ConnectorError, Runtime, default_options};
 
 use crate::auth_grants::user_pipeline;
 use crate::support::{
@@ -180,7 +180,7 @@ async fn three_rotations_then_a_crash_before_saving_is_recovered() {
     sim.shutdown().await;
 }
 
-async fn issued_tokens_of(sim: &ionflow::sim::Simulator) -> Vec<String> {
+async fn issued_tokens_of(sim: &ionflow_sim::Simulator) -> Vec<String> {
     let body: serde_json::Value = reqwest::get(format!("{}/__sim/tokens", sim.base_url()))
         .await
         .unwrap()

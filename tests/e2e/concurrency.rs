@@ -44,7 +44,7 @@ path = "dead.jsonl"
 }
 
 /// The `seq` of every message the simulator received, in arrival order.
-async fn arrivals(sim: &ionflow::sim::Simulator) -> Vec<(String, u64)> {
+async fn arrivals(sim: &ionflow_sim::Simulator) -> Vec<(String, u64)> {
     sim_get(sim, "messages")
         .await
         .as_array()

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use ionflow::runtime::capabilities::MemoryTokenStore;
-use ionflow::runtime::{Runtime, default_options};
+use ionflow_runtime::capabilities::MemoryTokenStore;
+use ionflow_runtime::{Runtime, default_options};
 
 use crate::support::{file_secrets, simulator, users_me, workdir};
 
@@ -12,7 +12,7 @@ fn runtime() -> Runtime {
     Runtime::new(Arc::new(MemoryTokenStore::new()), None).unwrap()
 }
 
-async fn open(runtime: &Runtime, ionapi: &std::path::Path) -> ionflow::runtime::Connection {
+async fn open(runtime: &Runtime, ionapi: &std::path::Path) -> ionflow_runtime::Connection {
     runtime
         .open(
             "sim",
@@ -112,7 +112,7 @@ async fn describe_masks_every_secret() {
 async fn a_body_over_the_payload_limit_is_refused_before_sending() {
     let sim = simulator(10).await;
     let (_dir, ionapi) = workdir(&sim);
-    let options = ionflow::runtime::ConnectionOptions {
+    let options = ionflow_runtime::ConnectionOptions {
         max_payload_bytes: Some(1024),
         ..default_options()
     };
@@ -120,8 +120,8 @@ async fn a_body_over_the_payload_limit_is_refused_before_sending() {
         .open("sim", &std::fs::read_to_string(&ionapi).unwrap(), options)
         .await
         .unwrap();
-    let request = ionflow::runtime::GatewayRequest {
-        method: ionflow::runtime::Method::Post,
+    let request = ionflow_runtime::GatewayRequest {
+        method: ionflow_runtime::Method::Post,
         path: "IONSERVICES/api/ion/messaging/service/v2/message".into(),
         query: vec![],
         headers: vec![("content-type".into(), "application/json".into())],

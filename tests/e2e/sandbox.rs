@@ -7,10 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use ionflow::runtime::capabilities::MemoryTokenStore;
-use ionflow::runtime::{
-    ErrorKind, GatewayRequest, Method, Runtime, SandboxLimits, default_options,
-};
+use ionflow_runtime::capabilities::MemoryTokenStore;
+use ionflow_runtime::{ErrorKind, GatewayRequest, Method, Runtime, SandboxLimits, default_options};
 
 use crate::support::{edit_ionapi, ionflow, run, simulator, workdir};
 

@@ -298,3 +298,50 @@ path = "dead.jsonl"
     );
     sim.shutdown().await;
 }
+
+/// The `count` sink, added as one file and one registry line: it keeps no
+/// record and reports how many reached it, in the summary and its JSON.
+#[tokio::test]
+async fn count_sink_reports_the_records_it_discards() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("in.jsonl"),
+        "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n{\"n\":4}\n",
+    )
+    .unwrap();
+    let pipeline = dir.path().join("count.toml");
+    std::fs::write(
+        &pipeline,
+        r#"
+[source]
+kind = "file"
+path = "in.jsonl"
+
+[[transforms]]
+kind = "jq"
+filter = 'select(.n % 2 == 0)'
+
+[[sinks]]
+kind = "count"
+label = "even"
+"#,
+    )
+    .unwrap();
+    let result = crate::support::run(
+        crate::support::ionflow()
+            .arg("run")
+            .arg(&pipeline)
+            .arg("--json"),
+    )
+    .await;
+    assert_eq!(result.code, 0, "{}", result.all_output());
+    let summary: serde_json::Value = serde_json::from_str(&result.stdout).unwrap();
+    assert_eq!(summary["records_in"], 4);
+    assert_eq!(summary["records_out"], 2);
+    assert_eq!(summary["notes"][0], "even: 2 records counted");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        2,
+        "nothing is written beside the pipeline and its input"
+    );
+}

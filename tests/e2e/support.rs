@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use ionflow::sim::{SimConfig, Simulator};
+use ionflow_sim::{SimConfig, Simulator};
 
 /// The binary under test, with a cache folder shared by the whole test run
 /// (so the connector is compiled once) and no inherited log settings.
@@ -271,9 +271,9 @@ pub async fn sim_get(sim: &Simulator, path: &str) -> serde_json::Value {
 }
 
 /// `GET ifsservice/usermgt/v2/users/me`, the call that proves a token works.
-pub fn users_me() -> ionflow::runtime::GatewayRequest {
-    ionflow::runtime::GatewayRequest {
-        method: ionflow::runtime::Method::Get,
+pub fn users_me() -> ionflow_runtime::GatewayRequest {
+    ionflow_runtime::GatewayRequest {
+        method: ionflow_runtime::Method::Get,
         path: "ifsservice/usermgt/v2/users/me".into(),
         query: vec![],
         headers: vec![],

@@ -23,6 +23,7 @@ async fn schema_describes_every_kind() {
         "m3_bulk",
         "ido_update",
         "ion_message",
+        "count",
     ] {
         assert!(
             text.contains(&format!("\"{kind}\"")),

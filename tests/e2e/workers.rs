@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ionflow::runtime::{Runtime, default_options};
 use ionflow::store::{PostgresStorage, Storage, StoreSetting};
+use ionflow_runtime::{Runtime, default_options};
 
 use crate::postgres::{TestDb, report, test_database};
 use crate::support::{
@@ -255,7 +255,7 @@ async fn twenty_rotations_under_contention_never_reuse_a_refresh_token() {
                 .unwrap(),
         ));
     }
-    let round = |pools: &Vec<Arc<ionflow::runtime::Connection>>| {
+    let round = |pools: &Vec<Arc<ionflow_runtime::Connection>>| {
         let calls: Vec<_> = (0..12)
             .map(|i| {
                 let conn = pools[i % 3].clone();
@@ -403,7 +403,7 @@ async fn a_killed_workers_lease_passes_to_another_worker() {
 
 #[tokio::test]
 async fn token_store_rows_are_compare_and_swap_and_leases_expire() {
-    use ionflow::runtime::capabilities::token_store::StoreError;
+    use ionflow_runtime::capabilities::token_store::StoreError;
     let Some(db) = test_database("token_rows").await else {
         return;
     };

@@ -1,7 +1,7 @@
 //! The example host, as built, against the gateway simulator over loopback.
 
-use ionflow_host::runtime::EMBEDDED_CONNECTOR;
-use ionflow_host::sim::{SimConfig, Simulator};
+use ionflow_runtime::EMBEDDED_CONNECTOR;
+use ionflow_sim::{SimConfig, Simulator};
 
 #[tokio::test]
 async fn the_example_host_asks_users_me_with_one_token_and_prints_no_secret() {

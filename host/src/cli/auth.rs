@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use super::connection::ConnectionArgs;
 use super::{Exit, new_runtime};
-use crate::runtime::{Connection, Grant, Runtime};
+use ionflow_runtime::{Connection, Grant, Runtime};
 
 #[derive(Debug, Args)]
 pub struct LoginArgs {
@@ -47,23 +47,34 @@ enum GrantArg {
 }
 
 /// Resolves the CONNECTION and opens it with `grant`, or with the grant its
-/// pipeline names, or with `fallback` chosen from the file's fields.
+/// pipeline names, or with the one the connector says the file allows.
 async fn open(
     runtime: &Runtime,
     args: &ConnectionArgs,
     grant: Option<Grant>,
 ) -> anyhow::Result<Connection> {
     let mut resolved = args.resolve()?;
-    let from_file = || {
-        let json: serde_json::Value =
-            serde_json::from_str(resolved.ionapi_json.expose()).unwrap_or_default();
-        if json.get("saak").is_some() && json.get("sask").is_some() {
-            Grant::BackendService
-        } else {
-            Grant::AuthorizationCode
+    let chosen = match grant.or(resolved.options.grant) {
+        Some(chosen) => chosen,
+        // The connector knows which grants the file's fields allow: a
+        // stored grant is the backend service's when the file has its
+        // keys, else the one a user gives by logging in.
+        None => {
+            let inspection = runtime
+                .inspect(&resolved.label, resolved.ionapi_json.expose())
+                .await?;
+            let backend = inspection.info.is_some_and(|info| {
+                info.grants
+                    .iter()
+                    .any(|g| matches!(g, Grant::BackendService))
+            });
+            if backend {
+                Grant::BackendService
+            } else {
+                Grant::AuthorizationCode
+            }
         }
     };
-    let chosen = grant.or(resolved.options.grant).unwrap_or_else(from_file);
     resolved.options.grant = Some(chosen);
     runtime
         .open(

@@ -8,7 +8,7 @@ use serde_json::json;
 use super::{Exit, new_runtime, parse_vars};
 use crate::credentials::{self, ResolvedConnection};
 use crate::pipeline::Variables;
-use crate::runtime::{Connection, ErrorKind, GatewayRequest, Grant, Method, Runtime};
+use ionflow_runtime::{Connection, ErrorKind, GatewayRequest, Grant, Method, Runtime};
 
 #[derive(Debug, Args)]
 pub struct ConnectionArgs {

@@ -7,8 +7,8 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
 use super::{Exit, new_runtime};
-use crate::runtime::contract::{WIT_FILES, WIT_PACKAGE};
-use crate::runtime::{EMBEDDED_CONNECTOR, WORLD};
+use ionflow_runtime::contract::{WIT_FILES, WIT_PACKAGE};
+use ionflow_runtime::{EMBEDDED_CONNECTOR, WORLD};
 
 #[derive(Debug, Subcommand)]
 pub enum ConnectorCommand {

@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::{Exit, interactive, new_runtime};
 use crate::pipeline::{Pipeline, Variables};
-use crate::sim::{SimConfig, Simulator};
+use ionflow_sim::{SimConfig, Simulator};
 
 /// The demo ships inside the binary, so `ionflow demo` works from any folder.
 const DEMO_PIPELINE: &str = include_str!("../../../pipelines/demo.toml");

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use crate::pipeline::run_lock::LockHeld;
 use crate::pipeline::{ConfigError, ConfigErrors, Interrupted};
-use crate::runtime::{ComponentError, ConnectorError, ErrorKind};
 use crate::store::StorageError;
+use ionflow_runtime::{ComponentError, ConnectorError, ErrorKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {

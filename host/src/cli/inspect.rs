@@ -8,7 +8,7 @@ use super::Exit;
 use super::connection::{ConnectionArgs, grant_name};
 use super::new_runtime;
 use crate::credentials::{IonapiSource, hygiene};
-use crate::runtime::{ConnectionInfo, Severity};
+use ionflow_runtime::{ConnectionInfo, Severity};
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {

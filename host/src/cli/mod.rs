@@ -22,9 +22,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 pub use exit::Exit;
 
-use crate::runtime::Runtime;
 use crate::store::setting::HostConfig;
 use crate::store::{Storage, StoreSetting};
+use ionflow_runtime::Runtime;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -9,8 +9,8 @@ use chrono::Utc;
 use super::{Exit, cache_dir, interactive, new_runtime, open_storage, parse_vars, settings};
 use crate::pipeline::run_lock::{LockHeld, RunLock};
 use crate::pipeline::{Pipeline, Variables};
-use crate::runtime::Runtime;
-use crate::store::{Claim, RunState};
+use crate::store::Claim;
+use ionflow_runtime::Runtime;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -63,7 +63,7 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Exit> {
         .run_until(&runtime, interactive(quiet) && !args.json, stop)
         .await;
     if let Some(lease) = &lease {
-        let (state, error) = RunState::of(&outcome);
+        let (state, error) = crate::pipeline::recorded_state(&outcome);
         if let Err(e) = storage.finish(lease, state, error.as_deref()).await {
             tracing::warn!("could not record the end of the run: {e}");
         }
@@ -74,7 +74,7 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Exit> {
         .config
         .sinks
         .iter()
-        .any(|s| matches!(s, crate::pipeline::config::SinkConfig::Stdout(_)));
+        .any(|s| matches!(s, crate::pipeline::SinkConfig::Stdout(_)));
     if args.json {
         let json = serde_json::to_string(&summary)?;
         if stdout_sink {

@@ -10,8 +10,8 @@ use clap::Args;
 
 use super::{Exit, cache_dir, open_storage, parse_vars, settings, shutdown_signal, state_dir};
 use crate::pipeline::{Pipeline, Variables};
-use crate::runtime::Runtime;
 use crate::serve::{ServeOptions, serve};
+use ionflow_runtime::Runtime;
 
 #[derive(Debug, Args)]
 pub struct ScheduleArgs {

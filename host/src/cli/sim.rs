@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::Exit;
-use crate::sim::{SimConfig, Simulator};
+use ionflow_sim::{SimConfig, Simulator};
 
 #[derive(Debug, Args)]
 pub struct SimArgs {

@@ -12,10 +12,12 @@ pub mod hygiene;
 
 use std::path::{Path, PathBuf};
 
-use crate::pipeline::config::{ClientAuthName, ConnectionConfig, GrantName};
-use crate::pipeline::{ConfigError, PipelineConfig, Variables};
-use crate::runtime::{ClientAuth, ConnectionOptions, Grant, default_options};
-use crate::secret::Secret;
+use crate::config::{
+    ClientAuthName, ConfigError, ConnectionConfig, ConnectionsTable, GrantName, Variables,
+    parse_toml,
+};
+use ionflow_runtime::Secret;
+use ionflow_runtime::{ClientAuth, ConnectionOptions, Grant, default_options};
 
 /// Where the JSON was read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +73,9 @@ pub fn resolve(reference: &str, vars: &Variables) -> Result<ResolvedConnection, 
     }
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new(path, format!("cannot read the pipeline file: {e}")))?;
-    let config = PipelineConfig::parse(&text, path)?;
+    // Only the connections and the variables they may use are read here;
+    // the rest of the file is the pipeline's to check when it loads.
+    let config: ConnectionsTable = parse_toml(&text, path, |_, _, _| None)?;
     let name = match name {
         Some(name) => name.to_owned(),
         None => only_connection(&config, path)?,
@@ -226,7 +230,7 @@ fn is_pipeline(path: &Path) -> bool {
         .is_some_and(|ext| ext.eq_ignore_ascii_case("toml"))
 }
 
-fn only_connection(config: &PipelineConfig, path: &Path) -> Result<String, ConfigError> {
+fn only_connection(config: &ConnectionsTable, path: &Path) -> Result<String, ConfigError> {
     let mut names = config.connections.keys();
     match (names.next(), names.next()) {
         (Some(only), None) => Ok(only.clone()),

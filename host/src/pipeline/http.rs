@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::config::RetryConfig;
 use super::retry::{RunStats, backoff};
+use crate::config::RetryConfig;
 
 pub struct HttpRequest {
     pub method: reqwest::Method,
@@ -50,10 +50,7 @@ pub fn check_url(url: &str) -> Result<(), String> {
 }
 
 /// The first bytes of a body, for error messages.
-pub fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
+pub use crate::products::excerpt;
 
 fn retryable_status(status: u16) -> bool {
     matches!(status, 429 | 502 | 503 | 504)

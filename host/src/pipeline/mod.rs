@@ -6,15 +6,14 @@
 //! templates) and reports every problem at once; running it needs nothing
 //! more than the environment.
 
-pub mod config;
 mod dead_letter;
+mod definition;
 mod extract;
 mod http;
-pub mod interpolate;
 mod retry;
 pub mod run_lock;
-mod sink;
-mod source;
+mod sinks;
+mod sources;
 mod state;
 mod summary;
 mod template;
@@ -31,19 +30,21 @@ use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
-pub use config::{ConfigError, ConfigErrors, PipelineConfig};
-pub use interpolate::Variables;
-pub use summary::Summary;
+pub use crate::config::{ConfigError, ConfigErrors, Variables};
+pub use definition::PipelineConfig;
+pub use sinks::SinkConfig;
+pub use sources::SourceConfig;
+pub use summary::{Summary, recorded_state};
 pub use transform::JqFilter;
 
+use crate::config::{MAX_CONCURRENCY, Problems, TransformConfig};
 use crate::credentials::{self, ResolvedConnection};
-use crate::runtime::{Connection, RateLimit, Runtime};
 use crate::schedule::Schedule;
-use config::{Problems, SourceConfig, TransformConfig};
 use dead_letter::DeadLetter;
+use ionflow_runtime::{Connection, RateLimit, Runtime};
 use retry::RunStats;
-use sink::{Outcome, Scope, Sink, SinkContext, SinkPlan};
-use source::{Source, SourceContext};
+use sinks::{Outcome, PlanContext, Scope, SinkContext, SinkPlan, SinkWriter};
+use sources::SourceContext;
 use state::Watermarks;
 use template::Templates;
 
@@ -63,7 +64,7 @@ pub struct Pipeline {
     pub config: PipelineConfig,
     pub schedule: Option<Schedule>,
     transforms: Vec<(JqFilter, Duration)>,
-    sinks: Vec<SinkPlan>,
+    sinks: Vec<Box<dyn SinkPlan>>,
     templates: Arc<Templates>,
     vars: Variables,
     /// A store shared by several workers keeps the watermarks instead of
@@ -112,12 +113,7 @@ impl Pipeline {
                 Err(e) => problems.add(&format!("transforms[{i}]"), Some("filter"), e),
             }
         }
-        let records_jq = match &config.source {
-            SourceConfig::Gateway(s) => s.records_jq.as_deref(),
-            SourceConfig::Http(s) => s.records_jq.as_deref(),
-            _ => None,
-        };
-        if let Some(code) = records_jq
+        if let Some(code) = config.source.spec().records_jq()
             && let Err(e) = JqFilter::compile(code)
         {
             problems.add("source", Some("records_jq"), e);
@@ -126,9 +122,13 @@ impl Pipeline {
         let mut templates = Templates::default();
         let mut sinks = Vec::new();
         for (i, s) in config.sinks.iter().enumerate() {
-            let mut errors = Vec::new();
-            sinks.push(SinkPlan::compile(s, i, &mut templates, &mut errors));
-            for (key, e) in errors {
+            let mut cx = PlanContext {
+                prefix: format!("sinks[{i}]"),
+                templates: &mut templates,
+                errors: Vec::new(),
+            };
+            sinks.push(s.spec().plan(&mut cx));
+            for (key, e) in cx.errors {
                 let (table_key, detail) = match key.split_once('.') {
                     Some((table_key, rest)) => (table_key.to_owned(), format!("{rest}: {e}")),
                     None => (key.clone(), e),
@@ -150,7 +150,7 @@ impl Pipeline {
                     };
                     problems.found.push(ConfigError {
                         file: file.to_owned(),
-                        position: config::value_position(text, key, e.offset.unwrap_or(0)),
+                        position: crate::config::value_position(text, key, e.offset.unwrap_or(0)),
                         message: e.message,
                     });
                 })
@@ -229,20 +229,19 @@ impl Pipeline {
     /// One connector instance per request a sink of this connection may
     /// have in flight: an instance serves one call at a time.
     fn instances_for(&self, connection: &str) -> usize {
-        let source = match &self.config.source {
-            SourceConfig::Gateway(s) if s.connection == connection => {
-                s.paging.as_ref().map_or(1, |p| p.concurrency)
-            }
+        let source = self.config.source.spec();
+        let source = match source.connection() {
+            Some(name) if name == connection => source.concurrency(),
             _ => 1,
         };
         self.config
             .sinks
             .iter()
-            .filter_map(|s| s.delivery())
+            .filter_map(|s| s.spec().delivery())
             .filter(|d| d.connection == Some(connection))
             .map(|d| d.concurrency)
             .fold(source, u32::max)
-            .clamp(1, config::MAX_CONCURRENCY) as usize
+            .clamp(1, MAX_CONCURRENCY) as usize
     }
 
     /// The credentials and options of `[connections.NAME]`.
@@ -265,7 +264,7 @@ impl Pipeline {
     }
 
     /// Templates and sink plans with `${...}` expanded for one run.
-    fn prepare_sinks(&self, vars: &Variables) -> anyhow::Result<(Scope, Vec<SinkPlan>)> {
+    fn prepare_sinks(&self, vars: &Variables) -> anyhow::Result<(Scope, Vec<Box<dyn SinkPlan>>)> {
         let templates = self
             .templates
             .expanded(vars)
@@ -274,7 +273,10 @@ impl Pipeline {
             .sinks
             .iter()
             .enumerate()
-            .map(|(i, p)| p.expand(i, vars))
+            .map(|(i, p)| {
+                p.expand(vars)
+                    .map_err(|e| anyhow::anyhow!("sinks[{i}]: {e}"))
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok((
             Scope {
@@ -410,28 +412,27 @@ impl Pipeline {
         let (scope, plans) = self.prepare_sinks(&vars)?;
         let scope = Arc::new(scope);
 
-        let mut source = Source::new(
-            &self.config.source,
-            SourceContext {
-                connections,
-                vars: &vars,
-                base_dir: &self.base_dir,
-                http: &http,
-                stats: stats.clone(),
-            },
-        )?;
-        let sink_cx = SinkContext {
+        let mut source = self.config.source.spec().open(SourceContext {
             connections,
             vars: &vars,
             base_dir: &self.base_dir,
             http: &http,
             stats: stats.clone(),
-            scope,
-        };
-        let mut sinks = plans
+        })?;
+        let mut sinks: Vec<Box<dyn SinkWriter>> = plans
             .iter()
             .enumerate()
-            .map(|(i, plan)| Sink::open(plan, i, &sink_cx))
+            .map(|(index, plan)| {
+                plan.open(&SinkContext {
+                    index,
+                    connections,
+                    vars: &vars,
+                    base_dir: &self.base_dir,
+                    http: &http,
+                    stats: stats.clone(),
+                    scope: scope.clone(),
+                })
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let mut dead_letter = self
             .config
@@ -492,9 +493,13 @@ impl Pipeline {
             }
         }
         for (i, sink) in sinks.into_iter().enumerate() {
-            let output = sink.finish(&mut outcome).await?;
+            let finished = sink.finish(&mut outcome).await?;
             drain(&mut outcome, &mut summary, &mut dead_letter, &self.name, i)?;
-            if let Some(path) = output {
+            if let Some(note) = finished.note {
+                tracing::info!(pipeline = %self.name, "{note}");
+                summary.notes.push(note);
+            }
+            if let Some(path) = finished.output {
                 summary.outputs.push(path);
             }
         }
@@ -551,7 +556,7 @@ fn drain(
             dead_letter,
             pipeline,
             &format!("sinks[{sink}]"),
-            &rejected.error,
+            &rejected.error.to_string(),
             &rejected.record,
         )?;
     }

@@ -8,9 +8,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::runtime::{Connection, ConnectorError, ErrorKind, GatewayRequest, GatewayResponse};
+use ionflow_runtime::{Connection, ConnectorError, ErrorKind, GatewayRequest, GatewayResponse};
 
-use super::config::RetryConfig;
+use crate::config::RetryConfig;
 
 /// Counters shared by the source, the sinks and the runner.
 #[derive(Debug, Default)]

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::store::RunState;
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
     pub pipeline: String,
@@ -27,6 +29,9 @@ pub struct Summary {
     pub dead_letter: Option<PathBuf>,
     /// The state file, when this run saved it.
     pub state_saved: Option<PathBuf>,
+    /// What sinks report when they finish (the `count` sink's number).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl fmt::Display for Summary {
@@ -45,6 +50,9 @@ impl fmt::Display for Summary {
         )?;
         for output in &self.outputs {
             writeln!(f, "  wrote {}", output.display())?;
+        }
+        for note in &self.notes {
+            writeln!(f, "  {note}")?;
         }
         if let Some(path) = &self.dead_letter {
             writeln!(
@@ -84,4 +92,17 @@ pub fn now_rfc3339() -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// How a run's outcome is recorded with its lease in the store, and the
+/// error to show with it (`ionflow run` and `serve` record runs alike).
+pub fn recorded_state(outcome: &anyhow::Result<Summary>) -> (RunState, Option<String>) {
+    match outcome {
+        Ok(s) if s.records_failed == 0 => (RunState::Succeeded, None),
+        Ok(s) => (
+            RunState::Failed,
+            Some(format!("{} records failed", s.records_failed)),
+        ),
+        Err(e) => (RunState::Failed, Some(format!("{e:#}"))),
+    }
 }

@@ -52,10 +52,7 @@ impl Templates {
 
     /// The same templates with `${env.NAME}`, `${var.NAME}` and
     /// `${state.NAME}` in their sources replaced, for one run.
-    pub fn expanded(
-        &self,
-        vars: &crate::pipeline::interpolate::Variables,
-    ) -> Result<Templates, String> {
+    pub fn expanded(&self, vars: &crate::config::Variables) -> Result<Templates, String> {
         let mut out = Templates::default();
         for (name, source) in &self.sources {
             let source = vars.expand(source).map_err(|e| format!("{name}: {e}"))?;

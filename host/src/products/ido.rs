@@ -77,6 +77,50 @@ pub fn load_page(status: u16, body: &[u8], ido: &str) -> Result<LoadPage, IdoErr
     })
 }
 
+/// What an `update` does with its item; Mongoose's action codes are 1
+/// insert, 2 update, 4 delete.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[schemars(rename = "IdoAction")]
+pub enum Action {
+    Insert,
+    #[default]
+    Update,
+    Delete,
+}
+
+impl Action {
+    pub fn code(self) -> u8 {
+        match self {
+            Action::Insert => 1,
+            Action::Update => 2,
+            Action::Delete => 4,
+        }
+    }
+}
+
+/// The body of `ido/update/{ido}`: one change of one item, its properties
+/// given as text. `item_id` is the `_ItemId` a load returned (empty for an insert).
+pub fn update_body(
+    ido: &str,
+    action: Action,
+    item_id: &str,
+    properties: &[(String, String)],
+) -> Value {
+    serde_json::json!({
+        "IDOName": ido,
+        "RefreshAfterSave": false,
+        "Changes": [{
+            "Action": action.code(),
+            "ItemId": item_id,
+            "Properties": properties
+                .iter()
+                .map(|(name, value)| serde_json::json!({"Name": name, "Value": value, "Modified": true, "IsNull": false}))
+                .collect::<Vec<_>>(),
+        }],
+    })
+}
+
 /// Checks an `update` answer.
 pub fn update_result(status: u16, body: &[u8], ido: &str) -> Result<(), IdoError> {
     envelope(status, body, ido).map(|_| ())

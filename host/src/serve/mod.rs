@@ -17,11 +17,11 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::pipeline::config::{MissedRuns, Overlap};
+use crate::config::{MissedRuns, Overlap};
 use crate::pipeline::run_lock::RunLock;
 use crate::pipeline::{Pipeline, Variables};
-use crate::runtime::Runtime;
 use crate::store::{Claim, RunState, Storage, TickLease};
+use ionflow_runtime::Runtime;
 pub use status::PipelineStatus;
 
 type Statuses = Arc<Mutex<BTreeMap<String, PipelineStatus>>>;
@@ -510,7 +510,7 @@ async fn run_once(
             error = %format!("{e:#}"),
         ),
     }
-    let (state, error) = RunState::of(&outcome);
+    let (state, error) = crate::pipeline::recorded_state(&outcome);
     if let Err(e) = ctx.storage.finish(&lease, state, error.as_deref()).await {
         tracing::warn!(target: "ionflow::serve", pipeline = %name, "could not record the end of the run: {e}");
     }

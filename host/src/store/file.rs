@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 
 use super::{Claim, LapsedRun, Result, RunState, ScheduleStatus, Storage, StorageError, TickLease};
-use crate::runtime::capabilities::{FileTokenStore, TokenStore};
+use ionflow_runtime::capabilities::{FileTokenStore, TokenStore};
 
 pub struct FileStorage {
     dir: PathBuf,

@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::capabilities::TokenStore;
 pub use file::FileStorage;
+use ionflow_runtime::capabilities::TokenStore;
 pub use postgres::PostgresStorage;
 pub use setting::{MaskedUrl, StoreSetting};
 
@@ -70,18 +70,6 @@ pub enum RunState {
 }
 
 impl RunState {
-    /// How a run's outcome is recorded with its lease, and the error to show.
-    pub fn of(outcome: &anyhow::Result<crate::pipeline::Summary>) -> (RunState, Option<String>) {
-        match outcome {
-            Ok(s) if s.records_failed == 0 => (RunState::Succeeded, None),
-            Ok(s) => (
-                RunState::Failed,
-                Some(format!("{} records failed", s.records_failed)),
-            ),
-            Err(e) => (RunState::Failed, Some(format!("{e:#}"))),
-        }
-    }
-
     fn as_str(self) -> &'static str {
         match self {
             RunState::Succeeded => "succeeded",

@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
 use super::{Claim, LapsedRun, MaskedUrl, Result, RunState, ScheduleStatus, Storage, TickLease};
-use crate::runtime::capabilities::TokenStore;
 use db::Db;
+use ionflow_runtime::capabilities::TokenStore;
 pub use tokens::PostgresTokenStore;
 
 pub struct PostgresStorage {

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 
 use super::db::Db;
-use crate::runtime::capabilities::TokenStore;
-use crate::runtime::capabilities::token_store::{Entry, StoreError};
+use ionflow_runtime::capabilities::TokenStore;
+use ionflow_runtime::capabilities::token_store::{Entry, StoreError};
 
 /// How often a waiter asks again for a held lease.
 const LOCK_POLL: Duration = Duration::from_millis(25);

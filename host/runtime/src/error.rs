@@ -1,0 +1,130 @@
+//! Errors of calls into the connector.
+
+use std::time::Duration;
+
+use wasmtime::Trap;
+
+use super::bindings::ionflow::gateway::types::Error as WitError;
+use super::limits::SandboxLimits;
+
+/// What went wrong, coarsely, so that the CLI can pick an exit code and the
+/// pipeline can decide whether to retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The `.ionapi` file or the connection options are wrong.
+    Configuration,
+    /// The identity provider or the gateway refused the credentials or token.
+    Authentication,
+    /// 403: a scope or role is missing.
+    Forbidden,
+    /// 429, 504, transport failures: the call may succeed later.
+    Unavailable,
+    /// Garbled answers, refused payloads, store failures, unsupported operations.
+    Failed,
+    /// The connector itself trapped or ran out of its limits.
+    Sandbox,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// An error the connector reported through the WIT `error` variant.
+    #[error("{}", message(.0))]
+    Gateway(WitError),
+    /// The host refused a request to a host not named in the `.ionapi` file.
+    #[error(
+        "{0}. The connector may reach only the hosts of `pu` and `iu`: make `ot`, `oa` and `or` \
+         paths below `pu` (or URLs on its host)"
+    )]
+    Refused(String),
+    /// The connector trapped (a bug, a memory limit or its deadline).
+    #[error("the connector failed and was stopped: {0}")]
+    Sandbox(String),
+}
+
+impl ConnectorError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ConnectorError::Sandbox(_) => ErrorKind::Sandbox,
+            ConnectorError::Refused(_) => ErrorKind::Configuration,
+            ConnectorError::Gateway(e) => match e {
+                WitError::InvalidCredentialsFile(_) | WitError::InvalidOptions(_) => {
+                    ErrorKind::Configuration
+                }
+                WitError::Unauthorized(_)
+                | WitError::InvalidGrant(_)
+                | WitError::InvalidClient(_) => ErrorKind::Authentication,
+                WitError::Forbidden(_) => ErrorKind::Forbidden,
+                WitError::RateLimited(_) | WitError::GatewayTimeout(_) | WitError::Transport(_) => {
+                    ErrorKind::Unavailable
+                }
+                WitError::PayloadTooLarge(_)
+                | WitError::Protocol(_)
+                | WitError::TokenStore(_)
+                | WitError::Unsupported(_) => ErrorKind::Failed,
+            },
+        }
+    }
+
+    /// A 429: the gateway refused the call before it reached the product,
+    /// so even a write may be sent again.
+    pub fn is_rate_limited(&self) -> bool {
+        matches!(self, ConnectorError::Gateway(WitError::RateLimited(_)))
+    }
+
+    /// Seconds the gateway asked us to wait, for a 429.
+    pub fn retry_after_secs(&self) -> Option<u32> {
+        match self {
+            ConnectorError::Gateway(WitError::RateLimited(r)) => r.retry_after_secs,
+            _ => None,
+        }
+    }
+
+    /// Names the limit a trapped call ran into, so that the message says
+    /// what happened rather than quoting a bare wasm trap.
+    pub(super) fn trap(
+        e: wasmtime::Error,
+        connection: &str,
+        limits: &SandboxLimits,
+        deadline: Duration,
+    ) -> Self {
+        let detail = format!("{e:#}");
+        let cause = if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+            format!(
+                "it ran past its deadline of {} ms for one call and was interrupted",
+                deadline.as_millis()
+            )
+        } else if detail.contains("growing memory") {
+            format!(
+                "it tried to grow its memory beyond the limit of {} MiB",
+                limits.memory_bytes / (1024 * 1024)
+            )
+        } else {
+            format!("it trapped ({detail})")
+        };
+        ConnectorError::Sandbox(format!("connection `{connection}`: {cause}"))
+    }
+}
+
+fn message(e: &WitError) -> String {
+    match e {
+        WitError::InvalidCredentialsFile(m)
+        | WitError::InvalidOptions(m)
+        | WitError::Unauthorized(m)
+        | WitError::Forbidden(m)
+        | WitError::InvalidGrant(m)
+        | WitError::InvalidClient(m)
+        | WitError::GatewayTimeout(m)
+        | WitError::Transport(m)
+        | WitError::Protocol(m)
+        | WitError::TokenStore(m)
+        | WitError::Unsupported(m) => m.clone(),
+        WitError::RateLimited(r) => match r.retry_after_secs {
+            Some(s) => format!("{} (retry after {s} s)", r.message),
+            None => r.message.clone(),
+        },
+        WitError::PayloadTooLarge(p) => format!(
+            "request body of {} bytes exceeds the payload limit of {} bytes; send smaller batches",
+            p.size_bytes, p.limit_bytes
+        ),
+    }
+}

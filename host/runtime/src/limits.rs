@@ -1,0 +1,128 @@
+//! The sandbox's limits and counters: the bounds each connector instance
+//! runs under, the epoch tick its deadlines are counted in, and what a
+//! connection's instances did on the network.
+//!
+//! This module sits at the bottom of the crate: it imports no other module
+//! of it, so the capabilities, errors, connections and the engine can all
+//! share these types without importing each other.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// How often the engine's epoch advances; guest deadlines are counted in
+/// these ticks.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Epoch ticks for a deadline, at least one so that a zero deadline still
+/// lets the ticker interrupt rather than trapping before the first instruction.
+pub(crate) fn epoch_ticks(deadline: Duration) -> u64 {
+    (deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+}
+
+/// Bounds for each connector instance: what one call may use before it is
+/// stopped, so that a runaway or crashing connector fails that call alone.
+#[derive(Debug, Clone, Copy)]
+pub struct SandboxLimits {
+    /// Linear memory of one instance.
+    pub memory_bytes: usize,
+    /// Wall-clock time one export call may run. `None` derives it from the
+    /// connection's request timeout (room for a wait on another caller's
+    /// token request, two token requests and two business calls).
+    pub call_deadline: Option<Duration>,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        // The connector holds one request and one response at a time; bodies
+        // up to the gateway's payload limit fit with room to spare.
+        SandboxLimits {
+            memory_bytes: 256 * 1024 * 1024,
+            call_deadline: None,
+        }
+    }
+}
+
+impl SandboxLimits {
+    /// The deadline of one export call on a connection with the given
+    /// request timeout (the connector's default of 60 s when `None`).
+    pub(crate) fn deadline(&self, request_timeout_ms: Option<u32>) -> Duration {
+        self.call_deadline.unwrap_or_else(|| {
+            let timeout_ms = u64::from(request_timeout_ms.unwrap_or(60_000));
+            Duration::from_millis(6 * timeout_ms + 30_000)
+        })
+    }
+}
+
+/// What the connector did on the network, for run summaries.
+#[derive(Debug, Default)]
+pub struct ConnectionStats {
+    pub requests: AtomicU64,
+    pub token_requests: AtomicU64,
+    refusals: AtomicU64,
+    pub(crate) token_url: OnceLock<String>,
+}
+
+impl ConnectionStats {
+    pub(crate) fn record(&self, url: &str) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if self.token_url.get().is_some_and(|t| t == url) {
+            self.token_requests.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn record_refusal(&self) {
+        self.refusals.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests the transport refused because their host is not in the `.ionapi` file.
+    pub fn refusals(&self) -> u64 {
+        self.refusals.load(Ordering::Relaxed)
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    pub fn token_requests(&self) -> u64 {
+        self.token_requests.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadline_derives_from_the_request_timeout_unless_set() {
+        let limits = SandboxLimits::default();
+        assert_eq!(limits.deadline(None), Duration::from_millis(390_000));
+        assert_eq!(limits.deadline(Some(1_000)), Duration::from_millis(36_000));
+        let fixed = SandboxLimits {
+            call_deadline: Some(Duration::from_millis(5)),
+            ..limits
+        };
+        assert_eq!(fixed.deadline(Some(1_000)), Duration::from_millis(5));
+    }
+
+    #[test]
+    fn a_deadline_is_at_least_one_tick() {
+        assert_eq!(epoch_ticks(Duration::ZERO), 1);
+        assert_eq!(epoch_ticks(EPOCH_TICK * 7), 7);
+    }
+
+    #[test]
+    fn token_requests_are_counted_once_the_token_url_is_known() {
+        let stats = ConnectionStats::default();
+        stats.record("https://sso.example/as/token.oauth2");
+        let _ = stats
+            .token_url
+            .set("https://sso.example/as/token.oauth2".into());
+        stats.record("https://sso.example/as/token.oauth2");
+        stats.record("https://ion.example/T/M3/m3api-rest");
+        stats.record_refusal();
+        assert_eq!(stats.requests(), 3);
+        assert_eq!(stats.token_requests(), 1);
+        assert_eq!(stats.refusals(), 1);
+    }
+}

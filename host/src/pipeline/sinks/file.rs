@@ -1,0 +1,326 @@
+//! Files, written under a temporary name and renamed into place when the
+//! run succeeds, so a reader never mistakes half a run for a whole one.
+//! JSON Lines write each record as it is; CSV writes a header row and one
+//! row per record.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use futures::future::BoxFuture;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{
+    Finished, Outcome, PlanContext, RecordError, Scope, SinkContext, SinkKind, SinkPlan, SinkWriter,
+};
+use crate::config::{Check, FileFormat, Variables, default_delimiter};
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    /// Relative to the pipeline file; may use `${env.NAME}`.
+    pub path: String,
+    /// `jsonl` (default) or `csv`.
+    #[serde(default)]
+    pub format: FileFormat,
+    /// CSV columns in order; the first record's keys when absent.
+    pub csv_columns: Option<Vec<String>>,
+    #[serde(default = "default_delimiter")]
+    pub csv_delimiter: String,
+}
+
+impl SinkKind for FileSinkConfig {
+    fn check(&self, check: &mut Check<'_, '_>) {
+        if self.format == FileFormat::Json {
+            check.add(
+                Some("format"),
+                "file sinks write `jsonl` or `csv`; a JSON array cannot be streamed, use jsonl",
+            );
+        }
+        if self.csv_columns.is_some() && self.format != FileFormat::Csv {
+            check.add(
+                Some("csv_columns"),
+                "only applies to format = \"csv\"; remove it or set the format",
+            );
+        }
+        check.delimiter(&self.csv_delimiter);
+    }
+
+    fn plan(&self, _cx: &mut PlanContext<'_>) -> Box<dyn SinkPlan> {
+        Box::new(self.clone())
+    }
+}
+
+impl SinkPlan for FileSinkConfig {
+    fn expand(&self, _vars: &Variables) -> Result<Box<dyn SinkPlan>, String> {
+        // The path is expanded when the file is opened, in `open`.
+        Ok(Box::new(self.clone()))
+    }
+
+    fn render(&self, record: &Value, _scope: &Scope) -> Result<Value, RecordError> {
+        if self.format != FileFormat::Csv {
+            return Ok(record.clone());
+        }
+        let object = record.as_object().ok_or("a CSV row needs a JSON object")?;
+        let names: Vec<&String> = match &self.csv_columns {
+            Some(c) => c.iter().collect(),
+            None => object.keys().collect(),
+        };
+        Ok(Value::Object(
+            names
+                .into_iter()
+                .map(|c| {
+                    (
+                        c.clone(),
+                        Value::String(object.get(c).map(cell).unwrap_or_default()),
+                    )
+                })
+                .collect(),
+        ))
+    }
+
+    fn open(&self, cx: &SinkContext<'_>) -> anyhow::Result<Box<dyn SinkWriter>> {
+        let path = cx
+            .vars
+            .expand(&self.path)
+            .map_err(|e| anyhow::anyhow!("sinks[{}].path: {e}", cx.index))?;
+        let delimiter = self
+            .csv_delimiter
+            .as_bytes()
+            .first()
+            .copied()
+            .unwrap_or(b',');
+        let layout = match self.format {
+            FileFormat::Csv => Layout::csv(self.csv_columns.clone(), delimiter),
+            _ => Layout::Jsonl,
+        };
+        Ok(Box::new(FileWriter::create(
+            &cx.base_dir.join(path),
+            layout,
+        )?))
+    }
+}
+
+impl SinkWriter for FileWriter {
+    fn write<'a>(
+        &'a mut self,
+        record: &'a Value,
+        out: &'a mut Outcome,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        let written = match FileWriter::write(self, record) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(refused)) => {
+                out.reject(record, refused);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        Box::pin(std::future::ready(written))
+    }
+
+    fn finish<'a>(
+        self: Box<Self>,
+        _out: &'a mut Outcome,
+    ) -> BoxFuture<'a, anyhow::Result<Finished>> {
+        let finished = FileWriter::finish(*self).map(|path| Finished {
+            output: Some(path),
+            note: None,
+        });
+        Box::pin(std::future::ready(finished))
+    }
+}
+
+pub enum Layout {
+    Jsonl,
+    Csv {
+        /// Fixed by the pipeline, or taken from the first record.
+        columns: Option<Vec<String>>,
+        /// Whether the columns came from the first record (then a later
+        /// record with another field is an error, not a silent drop).
+        inferred: bool,
+        delimiter: u8,
+        header_written: bool,
+    },
+}
+
+pub struct FileWriter {
+    path: PathBuf,
+    partial: PathBuf,
+    out: BufWriter<File>,
+    layout: Layout,
+    finished: bool,
+}
+
+/// A run that stopped early leaves no half-written `.partial` file behind.
+impl Drop for FileWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = std::fs::remove_file(&self.partial);
+        }
+    }
+}
+
+impl Layout {
+    pub fn csv(columns: Option<Vec<String>>, delimiter: u8) -> Layout {
+        Layout::Csv {
+            inferred: columns.is_none(),
+            columns,
+            delimiter,
+            header_written: false,
+        }
+    }
+}
+
+impl FileWriter {
+    pub fn create(path: &Path, layout: Layout) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("could not create the folder {}", dir.display()))?;
+        }
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(".partial");
+        let partial = PathBuf::from(partial);
+        let file = File::create(&partial)
+            .with_context(|| format!("could not create {}", partial.display()))?;
+        Ok(FileWriter {
+            path: path.to_owned(),
+            partial,
+            out: BufWriter::with_capacity(256 * 1024, file),
+            layout,
+            finished: false,
+        })
+    }
+
+    /// Writes one record; `Err(String)` rejects this record only.
+    pub fn write(&mut self, record: &Value) -> anyhow::Result<Result<(), String>> {
+        match &mut self.layout {
+            Layout::Jsonl => {
+                serde_json::to_writer(&mut self.out, record)?;
+                self.out.write_all(b"\n")?;
+                Ok(Ok(()))
+            }
+            Layout::Csv {
+                columns,
+                inferred,
+                delimiter,
+                header_written,
+            } => {
+                let Some(object) = record.as_object() else {
+                    return Ok(Err(
+                        "a CSV row needs a JSON object; reshape the record with a jq transform"
+                            .into(),
+                    ));
+                };
+                let columns = columns.get_or_insert_with(|| object.keys().cloned().collect());
+                if *inferred && let Some(extra) = object.keys().find(|k| !columns.contains(k)) {
+                    return Ok(Err(format!(
+                        "field `{extra}` is not a column of this CSV file (the columns come from the \
+                         first record); list the columns in csv_columns"
+                    )));
+                }
+                if !*header_written {
+                    csv_row(&mut self.out, *delimiter, columns.iter())?;
+                    *header_written = true;
+                }
+                csv_row(
+                    &mut self.out,
+                    *delimiter,
+                    columns
+                        .iter()
+                        .map(|c| object.get(c).map(cell).unwrap_or_default()),
+                )?;
+                Ok(Ok(()))
+            }
+        }
+    }
+
+    /// With fixed columns an empty run still writes the header row.
+    fn write_pending_header(&mut self) -> anyhow::Result<()> {
+        if let Layout::Csv {
+            columns: Some(columns),
+            delimiter,
+            header_written: header_written @ false,
+            ..
+        } = &mut self.layout
+        {
+            csv_row(&mut self.out, *delimiter, columns.iter())?;
+            *header_written = true;
+        }
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> anyhow::Result<PathBuf> {
+        self.write_pending_header()?;
+        self.out
+            .flush()
+            .with_context(|| format!("could not write {}", self.partial.display()))?;
+        self.out.get_ref().sync_all()?;
+        std::fs::rename(&self.partial, &self.path).with_context(|| {
+            format!(
+                "could not move {} to {}",
+                self.partial.display(),
+                self.path.display()
+            )
+        })?;
+        self.finished = true;
+        Ok(self.path.clone())
+    }
+}
+
+/// One CSV row, quoted as needed, onto `out`.
+fn csv_row<I, T>(out: &mut BufWriter<File>, delimiter: u8, cells: I) -> anyhow::Result<()>
+where
+    I: IntoIterator<Item = T>,
+    T: AsRef<[u8]>,
+{
+    let mut row = csv::WriterBuilder::new()
+        .delimiter(delimiter)
+        .from_writer(out);
+    row.write_record(cells)?;
+    row.flush()?;
+    Ok(())
+}
+
+/// A CSV cell: text as it is, other scalars as JSON, nested values as JSON text.
+pub fn cell(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn csv_has_a_header_and_rejects_strays() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.csv");
+        let mut w = FileWriter::create(&path, Layout::csv(None, b',')).unwrap();
+        w.write(&json!({"a": "x, y", "b": 1})).unwrap().unwrap();
+        w.write(&json!({"a": null, "b": true})).unwrap().unwrap();
+        assert!(
+            w.write(&json!({"c": 1}))
+                .unwrap()
+                .unwrap_err()
+                .contains("`c`")
+        );
+        assert!(w.write(&json!([1])).unwrap().is_err());
+        w.finish().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "a,b\n\"x, y\",1\n,true\n"
+        );
+
+        let empty = dir.path().join("e.csv");
+        let w = FileWriter::create(&empty, Layout::csv(Some(vec!["x".into()]), b';')).unwrap();
+        w.finish().unwrap();
+        assert_eq!(std::fs::read_to_string(&empty).unwrap(), "x\n");
+    }
+}
