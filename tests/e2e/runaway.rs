@@ -43,7 +43,7 @@ fn limit_of(k: &str) -> &'static str {
     match k {
         "recurse" => "depth limit",
         "spin" | "last" => "time limit of 500 ms",
-        _ => "memory limit of 64 MiB",
+        _ => "memory limit of 16 MiB",
     }
 }
 
@@ -72,7 +72,7 @@ path = "in.jsonl"
 kind = "jq"
 filter = '''{RUNAWAY_FILTER}'''
 timeout_ms = 500
-max_memory_mb = 64
+max_memory_mb = 16
 [[transforms]]
 kind = "jq"
 filter = '.'
@@ -139,7 +139,7 @@ path = "in.jsonl"
 kind = "jq"
 filter = '''{RUNAWAY_FILTER}'''
 timeout_ms = 500
-max_memory_mb = 64
+max_memory_mb = 16
 [[sinks]]
 kind = "stdout"
 [[tests]]
@@ -161,7 +161,7 @@ output = [{{ k = "a", ok = true }}]
     assert_eq!(result.code, 4, "{}", result.all_output());
     assert!(result.stdout.contains("depth limit"), "{}", result.stdout);
     assert!(
-        result.stdout.contains("memory limit of 64 MiB"),
+        result.stdout.contains("memory limit of 16 MiB"),
         "{}",
         result.stdout
     );
@@ -177,7 +177,7 @@ async fn oversized_filters_are_refused_by_validate() {
     let dir = tempfile::tempdir().unwrap();
     // Issue 15: a 2.5 MB filter overflowed the stack of `validate`.
     let huge = format!(". {}", "| .a ".repeat(500_000));
-    let nested = format!("{}.{}", "[".repeat(100_000), "]".repeat(100_000));
+    let nested = format!("{}.{}", "[".repeat(10_000), "]".repeat(10_000));
     for (name, filter, limit) in [
         ("huge.toml", huge, "over the limit of 64 KiB"),
         ("nested.toml", nested, "over the limit of 256"),
@@ -236,14 +236,13 @@ async fn runaway_templates_fail_their_records() {
     std::fs::write(
         dir.path().join("in.jsonl"),
         "{\"id\":\"a\",\"mode\":\"ok\"}\n{\"id\":\"b\",\"mode\":\"loops\"}\n\
-         {\"id\":\"c\",\"mode\":\"doubling\"}\n{\"id\":\"d\",\"mode\":\"ok\"}\n",
+         {\"id\":\"c\",\"mode\":\"big\"}\n{\"id\":\"d\",\"mode\":\"ok\"}\n",
     )
     .unwrap();
     // Issue 15: nested range(100000) loops ran 40 s and 800 MB.
     let body = "{% if record.mode == 'loops' %}{% for i in range(100000) %}\
                 {% for j in range(100000) %}x{% endfor %}{% endfor %}\
-                {% elif record.mode == 'doubling' %}{% set ns = namespace(s='xxxxxxxxxxxxxxxx') %}\
-                {% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}\
+                {% elif record.mode == 'big' %}{{ 'x' * 100000000 }}\
                 {% else %}{\"id\": \"{{ record.id }}\"}{% endif %}";
     let pipeline = write(
         dir.path(),

@@ -41,6 +41,14 @@ struct LimitHit(Limit);
 /// Stops the evaluation on this thread at `limit`: unwinds to [`guarded`]
 /// without running the panic hook.
 pub fn raise(limit: Limit) -> ! {
+    // Unwinding a deep recursion takes a while; the owner must not take
+    // it for a step that cannot be stopped.
+    let progress = CURRENT.get();
+    if !progress.is_null() {
+        // SAFETY: the worker sets CURRENT to the progress of the task it
+        // runs, which it holds until the task returns.
+        unsafe { (*progress).stopping() };
+    }
     std::panic::resume_unwind(Box::new(LimitHit(limit)))
 }
 
@@ -108,15 +116,17 @@ thread_local! {
     static IN_SANDBOX: Cell<bool> = const { Cell::new(false) };
     /// The stack size of this thread, when it is a worker.
     static STACK: Cell<usize> = const { Cell::new(0) };
+    /// The progress of the task this worker runs.
+    static CURRENT: Cell<*const Progress> = const { Cell::new(std::ptr::null()) };
 }
 
-/// How much stack jaq's own recursion may use on this thread: an eighth of
-/// a worker's stack (the rest is for native code walking deep values), a
-/// megabyte elsewhere.
+/// How much stack jaq's own recursion may use on this thread: a 32nd of a
+/// worker's stack (16 MiB, twice what jq 1.6 gets from its C stack; the
+/// rest is for native code walking deep values), a megabyte elsewhere.
 pub fn eval_stack() -> usize {
     match STACK.get() {
         0 => 1 << 20,
-        size => size / 8,
+        size => size / 32,
     }
 }
 

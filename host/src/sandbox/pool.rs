@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use super::alloc::report_park_to;
 
 /// Stack of each worker thread. Only the pages an evaluation touches are
-/// committed; an eighth bounds how deep jq may recurse (`eval_stack`), the
+/// committed; a 32nd bounds how deep jq may recurse (`eval_stack`), the
 /// rest is for native code walking or dropping the deepest value that fits
 /// in a memory budget (a value nested as deep as 1024 MiB allows was built,
 /// compared and dropped within it).
@@ -45,6 +45,8 @@ pub struct Progress {
     started_us: AtomicU64,
     budget_us: AtomicU64,
     parked: AtomicBool,
+    /// The step is unwinding from a limit: it stops by itself.
+    unwinding: AtomicBool,
     thread: AtomicU64,
 }
 
@@ -57,11 +59,17 @@ impl Progress {
     /// Like [`Self::begin`], for part `part` of the step (a transform of
     /// several), which restarts the clock.
     pub fn begin_part(&self, step: usize, part: usize, budget: Duration) {
+        self.unwinding.store(false, Ordering::Release);
         self.step.store(step, Ordering::Release);
         self.part.store(part, Ordering::Release);
         self.budget_us
             .store(budget.as_micros() as u64, Ordering::Release);
         self.started_us.store(now_us().max(1), Ordering::Release);
+    }
+
+    /// Called when the step stops at a limit (`sandbox::raise`).
+    pub(super) fn stopping(&self) {
+        self.unwinding.store(true, Ordering::Release);
     }
 
     /// Called by the task when the step is over.
@@ -156,7 +164,10 @@ impl Pool {
     pub fn overran(&self, progress: &Progress, grace: Duration) -> Option<Stuck> {
         let step = progress.step.load(Ordering::Acquire);
         let started = progress.started_us.load(Ordering::Acquire);
-        if started == 0 || progress.state.load(Ordering::Acquire) != RUNNING {
+        if started == 0
+            || progress.state.load(Ordering::Acquire) != RUNNING
+            || progress.unwinding.load(Ordering::Acquire)
+        {
             return None;
         }
         let parked = progress.parked.load(Ordering::Acquire);
@@ -234,10 +245,12 @@ fn work(shared: &Shared) {
         progress.thread.store(me, Ordering::Release);
         progress.state.store(RUNNING, Ordering::Release);
         report_park_to(&progress.parked);
+        super::CURRENT.set(Arc::as_ptr(&progress));
         // The job catches what its steps raise; this only keeps a bug in a
         // job from ending the worker.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&progress)));
         report_park_to(std::ptr::null());
+        super::CURRENT.set(std::ptr::null());
         if progress
             .state
             .compare_exchange(RUNNING, DONE, Ordering::AcqRel, Ordering::Acquire)
