@@ -373,9 +373,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    // A small memory limit, so that growth reaches it well before the time
+    // limit on a loaded machine.
     const LIMITS: JqLimits = JqLimits {
         time: Duration::from_millis(300),
-        memory_mib: 64,
+        memory_mib: 16,
     };
 
     fn run(code: &str, record: Value) -> Result<Vec<Value>, String> {
@@ -450,12 +452,12 @@ mod tests {
             ("last(range(1e15))", "time limit of 300 ms"),
             ("def f: 1 + f; f", "depth limit"),
             ("def f: [f]; f", "depth limit"),
-            ("[range(1e9)] | length", "memory limit of 64 MiB"),
+            ("[range(1e9)] | length", "memory limit of 16 MiB"),
             (
                 "reduce range(1e9) as $i (\"\"; . + \"xxxxxxxxxx\")",
                 "limit",
             ),
-            (r#""x" * 10000000000"#, "memory limit of 64 MiB"),
+            (r#""x" * 10000000000"#, "memory limit of 16 MiB"),
             ("fromjson", "deeper than"),
         ] {
             let input = json!("[".repeat(MAX_DEPTH + 1));
