@@ -41,6 +41,10 @@ struct Args {
     /// Only these figures, e.g. --only P1,P4
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Another ionflow binary to measure on P4 in the same rounds, for a
+    /// before/after figure (repeatable), e.g. --p4-compare main=/tmp/ionflow-main
+    #[arg(long = "p4-compare", value_name = "LABEL=PATH")]
+    p4_compare: Vec<String>,
 }
 
 #[global_allocator]
@@ -80,8 +84,17 @@ async fn run() -> anyhow::Result<()> {
         |id: &str| args.only.is_empty() || args.only.iter().any(|o| o.eq_ignore_ascii_case(id));
     let work = tempfile::tempdir()?;
     let cache = work.path().join("cache");
-    let tools = procs::Tools::detect(ionflow.clone());
-    for missing in [&tools.python_missing, &tools.jq_missing]
+    let p4_compare = args
+        .p4_compare
+        .iter()
+        .map(|c| {
+            c.split_once('=')
+                .map(|(l, p)| (l.to_owned(), PathBuf::from(p)))
+                .with_context(|| format!("--p4-compare {c}: expected LABEL=PATH"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let tools = procs::Tools::detect(ionflow.clone(), p4_compare);
+    for missing in [&tools.python_missing, &tools.jq_missing, &tools.jaq_missing]
         .into_iter()
         .flatten()
     {

@@ -18,6 +18,7 @@ mod memory;
 mod pipeline_run;
 mod postgres;
 mod resilience;
+mod runaway;
 mod sandbox;
 mod secrets;
 mod sinks;

@@ -17,7 +17,9 @@ pub enum Exit {
     Config = 2,
     /// The identity provider or gateway refused the credentials (401, 403, invalid_grant).
     Auth = 3,
-    /// The run finished but some records failed.
+    /// The run finished but some records failed: a sink refused them, or a
+    /// jq filter or template failed or hit its time, memory or depth limit
+    /// (`crate::sandbox`). `ionflow test`: a test failed.
     RecordsFailed = 4,
     /// The gateway or network was unavailable (timeouts, 429, 504, connection errors).
     Unavailable = 5,

@@ -152,10 +152,22 @@ pub struct JqTransform {
     /// Time budget per record; a record that takes longer fails.
     #[serde(default = "default_jq_timeout_ms")]
     pub timeout_ms: u64,
+    /// Memory the filter may allocate per record (MiB, at most 1024); a
+    /// record that needs more fails.
+    #[serde(default = "default_jq_max_memory_mb")]
+    pub max_memory_mb: u32,
 }
 
 fn default_jq_timeout_ms() -> u64 {
     1000
+}
+
+/// The largest `max_memory_mb`: the workers' stacks are sized for walking
+/// the deepest value that fits in it.
+pub const MAX_JQ_MEMORY_MB: u32 = 1024;
+
+fn default_jq_max_memory_mb() -> u32 {
+    256
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]

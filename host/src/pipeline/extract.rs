@@ -2,7 +2,14 @@
 
 use serde_json::Value;
 
-use super::transform::JqFilter;
+use super::transform::{JqFilter, JqLimits};
+
+/// What `records_jq` may use on one response document: more than a record
+/// transform, since it reads a whole page.
+const RECORDS_JQ_LIMITS: JqLimits = JqLimits {
+    time: std::time::Duration::from_secs(10),
+    memory_mib: 1024,
+};
 
 pub enum RecordsAt {
     /// The document itself, or its elements when it is an array.
@@ -38,7 +45,11 @@ impl RecordsAt {
                     }
                 }
             }
-            RecordsAt::Jq(f) => return f.apply(&document).map_err(|e| format!("records_jq: {e}")),
+            RecordsAt::Jq(f) => {
+                return f
+                    .apply(document, RECORDS_JQ_LIMITS)
+                    .map_err(|e| format!("records_jq: {e}"));
+            }
         };
         Ok(match found {
             Value::Array(items) => items,

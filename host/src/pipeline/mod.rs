@@ -14,11 +14,13 @@ mod retry;
 pub mod run_lock;
 mod sinks;
 mod sources;
+mod stage;
 mod state;
 mod summary;
 mod template;
 pub mod testing;
 mod transform;
+mod values;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,9 +37,9 @@ pub use definition::PipelineConfig;
 pub use sinks::SinkConfig;
 pub use sources::SourceConfig;
 pub use summary::{Summary, recorded_state};
-pub use transform::JqFilter;
+pub use transform::{JqFilter, JqLimits};
 
-use crate::config::{MAX_CONCURRENCY, Problems, TransformConfig};
+use crate::config::{MAX_CONCURRENCY, MAX_JQ_MEMORY_MB, Problems, TransformConfig};
 use crate::credentials::{self, ResolvedConnection};
 use crate::schedule::Schedule;
 use dead_letter::DeadLetter;
@@ -45,6 +47,7 @@ use ionflow_runtime::{Connection, RateLimit, Runtime};
 use retry::RunStats;
 use sinks::{Outcome, PlanContext, Scope, SinkContext, SinkPlan, SinkWriter};
 use sources::SourceContext;
+use stage::{Page, Stage, Transform};
 use state::Watermarks;
 use template::Templates;
 
@@ -63,7 +66,7 @@ pub struct Pipeline {
     pub base_dir: PathBuf,
     pub config: PipelineConfig,
     pub schedule: Option<Schedule>,
-    transforms: Vec<(JqFilter, Duration)>,
+    transforms: Arc<[Transform]>,
     sinks: Vec<Box<dyn SinkPlan>>,
     templates: Arc<Templates>,
     vars: Variables,
@@ -108,8 +111,21 @@ impl Pipeline {
         let mut transforms = Vec::new();
         for (i, t) in config.transforms.iter().enumerate() {
             let TransformConfig::Jq(jq) = t;
+            if !(1..=MAX_JQ_MEMORY_MB).contains(&jq.max_memory_mb) {
+                problems.add(
+                    &format!("transforms[{i}]"),
+                    Some("max_memory_mb"),
+                    format!("must be between 1 and {MAX_JQ_MEMORY_MB} (MiB per record)"),
+                );
+            }
             match JqFilter::compile(&jq.filter) {
-                Ok(f) => transforms.push((f, Duration::from_millis(jq.timeout_ms))),
+                Ok(filter) => transforms.push(Transform {
+                    filter,
+                    limits: JqLimits {
+                        time: Duration::from_millis(jq.timeout_ms),
+                        memory_mib: jq.max_memory_mb.clamp(1, MAX_JQ_MEMORY_MB) as usize,
+                    },
+                }),
                 Err(e) => problems.add(&format!("transforms[{i}]"), Some("filter"), e),
             }
         }
@@ -169,7 +185,7 @@ impl Pipeline {
             base_dir: base_dir.to_owned(),
             config,
             schedule,
-            transforms,
+            transforms: transforms.into(),
             sinks,
             templates: Arc::new(templates),
             vars,
@@ -288,27 +304,84 @@ impl Pipeline {
         ))
     }
 
-    /// Runs a record through every transform: zero, one or many records out.
-    /// The record is borrowed: the first filter reads it in place, so it
-    /// is not copied for the dead letter's sake.
+    /// Runs a record through every transform: zero, one or many records out
+    /// (`ionflow test`; a run transforms whole pages, see `stage`).
     fn transform(&self, record: &Value) -> Result<Vec<Value>, TransformFailure> {
-        let mut batch: Option<Vec<Value>> = None;
-        for (i, (filter, budget)) in self.transforms.iter().enumerate() {
-            let inputs = batch.as_deref().unwrap_or(std::slice::from_ref(record));
-            let mut next = Vec::with_capacity(inputs.len());
-            for r in inputs {
-                let out =
-                    filter
-                        .apply_within(r, Some(*budget))
-                        .map_err(|error| TransformFailure {
-                            stage: format!("transforms[{i}]"),
-                            error,
-                        })?;
-                next.extend(out);
-            }
-            batch = Some(next);
+        if self.transforms.is_empty() {
+            return Ok(vec![record.clone()]);
         }
-        Ok(batch.unwrap_or_else(|| vec![record.clone()]))
+        match stage::run_one(&self.transforms, record.clone()) {
+            stage::Outcome::Records(outputs) => Ok(outputs),
+            stage::Outcome::Failed { stage, error } => Err(TransformFailure { stage, error }),
+            stage::Outcome::Text { .. } | stage::Outcome::BadLine(_) => Err(TransformFailure {
+                stage: "transforms".into(),
+                error: "the transform gave no records".into(),
+            }),
+        }
+    }
+
+    /// Writes a transformed page to the sinks in input order, and its
+    /// failed records to the dead letter.
+    async fn deliver(
+        &self,
+        done: stage::Done,
+        sinks: &mut [Box<dyn SinkWriter>],
+        outcome: &mut Outcome,
+        summary: &mut Summary,
+        dead_letter: &mut Option<DeadLetter>,
+    ) -> anyhow::Result<()> {
+        // A line that is not JSON stops the run before any record of its
+        // page is written, as when pages were parsed as they were read.
+        if let Page::Lines(lines) = &*done.page
+            && let Some((i, error)) = done.outcomes.iter().enumerate().find_map(|(i, o)| match o {
+                stage::Outcome::BadLine(e) => Some((i, e)),
+                _ => None,
+            })
+        {
+            return Err(anyhow::anyhow!("{error}").context(format!(
+                "{}:{}: not a JSON document; JSON Lines files hold one document per line",
+                lines.path.display(),
+                lines.line_number(i)
+            )));
+        }
+        for (i, result) in done.outcomes.iter().enumerate() {
+            match result {
+                stage::Outcome::Records(outputs) => {
+                    for output in outputs {
+                        summary.records_out += 1;
+                        for (s, sink) in sinks.iter_mut().enumerate() {
+                            sink.write(output, outcome).await?;
+                            drain(outcome, summary, dead_letter, &self.name, s)?;
+                        }
+                    }
+                }
+                stage::Outcome::Text {
+                    chunk,
+                    range,
+                    count,
+                } => {
+                    summary.records_out += *count as u64;
+                    let text = done.text(*chunk, range.clone());
+                    for sink in sinks.iter_mut() {
+                        sink.write_json_lines(text, *count)?;
+                    }
+                }
+                stage::Outcome::Failed { stage, error } => {
+                    summary.records_failed += 1;
+                    let parsed;
+                    let record = match &*done.page {
+                        Page::Records(records) => &records[i],
+                        Page::Lines(lines) => {
+                            parsed = serde_json::from_str(lines.line(i))?;
+                            &parsed
+                        }
+                    };
+                    fail(dead_letter, &self.name, stage, error, record)?;
+                }
+                stage::Outcome::BadLine(_) => {}
+            }
+        }
+        Ok(())
     }
 
     /// Runs the pipeline once, then revokes the refresh tokens of the
@@ -452,35 +525,56 @@ impl Pipeline {
         };
         let mut outcome = Outcome::default();
 
-        while let Some(page) = source.next_page().await? {
-            for record in page {
-                summary.records_in += 1;
-                if let Some(w) = &mut watermarks {
-                    w.observe(&record);
+        let stage = (!self.transforms.is_empty()).then(|| {
+            let text = sinks.iter().all(|s| s.takes_json_lines());
+            Stage::new(self.transforms.clone(), text)
+        });
+        // JSON Lines go to the workers as text when nothing on this thread
+        // needs the records first: transforms to run, no watermarks.
+        let mut text_pages = stage.is_some() && watermarks.is_none();
+        // The page the workers transform while this thread writes the one before.
+        let mut pending: Option<stage::Pending> = None;
+        loop {
+            let page = match text_pages.then(|| source.next_text_page()).flatten() {
+                Some(page) => page?.map(Page::Lines),
+                None => {
+                    text_pages = false;
+                    source.next_page().await?.map(Page::Records)
                 }
-                let outputs = match self.transform(&record) {
-                    Ok(outputs) => outputs,
-                    Err(failure) => {
-                        summary.records_failed += 1;
-                        fail(
-                            &mut dead_letter,
-                            &self.name,
-                            &failure.stage,
-                            &failure.error,
-                            &record,
-                        )?;
-                        continue;
+            };
+            let exhausted = page.is_none();
+            let ready = match page {
+                Some(page) => {
+                    summary.records_in += page.len() as u64;
+                    if let (Some(w), Page::Records(records)) = (&mut watermarks, &page) {
+                        for record in records {
+                            w.observe(record);
+                        }
                     }
-                };
-                for output in &outputs {
-                    summary.records_out += 1;
-                    for (i, sink) in sinks.iter_mut().enumerate() {
-                        sink.write(output, &mut outcome).await?;
-                        drain(&mut outcome, &mut summary, &mut dead_letter, &self.name, i)?;
+                    match (&stage, page) {
+                        (Some(stage), page) => {
+                            pending.replace(stage.submit(page)).map(|p| p.wait())
+                        }
+                        // Without transforms, records go straight to the sinks.
+                        (None, Page::Records(records)) => Some(stage::Done::untransformed(records)),
+                        (None, Page::Lines(_)) => {
+                            anyhow::bail!("a page of text reached a pipeline without transforms")
+                        }
                     }
                 }
+                None => pending.take().map(|p| p.wait()),
+            };
+            if let Some(done) = ready {
+                self.deliver(
+                    done,
+                    &mut sinks,
+                    &mut outcome,
+                    &mut summary,
+                    &mut dead_letter,
+                )
+                .await?;
+                progress.update(&summary);
             }
-            progress.update(&summary);
             // Checked between pages, never inside a guest call.
             if stopping.load(Ordering::SeqCst) {
                 // Requests already sent finish, so each record's outcome is known.
@@ -490,6 +584,9 @@ impl Pipeline {
                 }
                 progress.finish();
                 return Err(Interrupted.into());
+            }
+            if exhausted && pending.is_none() {
+                break;
             }
         }
         for (i, sink) in sinks.into_iter().enumerate() {

@@ -3,15 +3,32 @@
 //!
 //! Undefined names are errors, not empty strings: `{{ record.ITNOO }}` must
 //! fail the record instead of sending a blank item number to M3.
+//!
+//! A template is code its author wrote, so it renders like a jq filter, on
+//! the sandbox's workers (`crate::sandbox`): within [`FUEL`] steps of
+//! minijinja's machine (nested loops over `range(100000)` stop there),
+//! [`MEMORY_MIB`] of memory (a string doubled in a loop stops there) and
+//! [`TIME`]; past a limit, the record fails.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use minijinja::{Environment, UndefinedBehavior};
 use serde_json::Value;
 
+use crate::sandbox::{self, alloc::Budget};
+
+/// Steps of minijinja's machine one render may take.
+pub const FUEL: u64 = 1_000_000;
+/// Memory one render may allocate.
+pub const MEMORY_MIB: usize = 64;
+/// Time one render may take.
+pub const TIME: Duration = Duration::from_secs(2);
+
 /// Every template of one pipeline, by name (`sinks[0].fields.ITNO`).
 pub struct Templates {
-    env: Environment<'static>,
+    env: Arc<Environment<'static>>,
     /// Kept so that `${env.NAME}` in a template can be expanded when a run starts.
     sources: Vec<(String, String)>,
 }
@@ -28,8 +45,9 @@ impl Default for Templates {
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         // Templates render URLs and JSON, never HTML.
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        env.set_fuel(Some(FUEL));
         Templates {
-            env,
+            env: Arc::new(env),
             sources: Vec::new(),
         }
     }
@@ -45,7 +63,9 @@ impl Templates {
     /// Compiles `source` under `name`; the error names line and column.
     pub fn add(&mut self, name: &str, source: &str) -> Result<(), String> {
         self.sources.push((name.to_owned(), source.to_owned()));
-        self.env
+        // Templates are added while the pipeline loads, before any render
+        // holds the environment.
+        Arc::make_mut(&mut self.env)
             .add_template_owned(name.to_owned(), source.to_owned())
             .map_err(describe)
     }
@@ -67,14 +87,22 @@ impl Templates {
         record: &Value,
         ctx: &RenderContext<'_>,
     ) -> Result<String, String> {
-        let template = self.env.get_template(name).map_err(describe)?;
-        template
-            .render(minijinja::context! {
-                record => minijinja::Value::from(minijinja::value::Serde(record)),
-                vars => minijinja::Value::from(minijinja::value::Serde(ctx.vars)),
-                state => minijinja::Value::from(minijinja::value::Serde(ctx.state)),
-            })
-            .map_err(|e| format!("template {name}: {}", describe(e)))
+        let env = self.env.clone();
+        let name = name.to_owned();
+        let context = minijinja::context! {
+            record => minijinja::Value::from(minijinja::value::Serde(record)),
+            vars => minijinja::Value::from(minijinja::value::Serde(ctx.vars)),
+            state => minijinja::Value::from(minijinja::value::Serde(ctx.state)),
+        };
+        let label = format!("template {name}");
+        sandbox::run_one(TIME, move || {
+            let _budget = Budget::start(MEMORY_MIB << 20);
+            let template = env.get_template(&name).map_err(describe)?;
+            template
+                .render(context)
+                .map_err(|e| format!("template {name}: {}", describe(e)))
+        })
+        .unwrap_or_else(|failure| Err(failure.describe(&label, TIME, MEMORY_MIB)))
     }
 }
 
@@ -84,6 +112,11 @@ fn describe(error: minijinja::Error) -> String {
         .map_or_else(|| error.kind().to_string(), str::to_owned);
     if error.kind() == minijinja::ErrorKind::UndefinedError && error.detail().is_none() {
         text = "a name in the template is undefined (check the field names of the record)".into();
+    }
+    if error.kind() == minijinja::ErrorKind::OutOfFuel {
+        text = format!(
+            "the template ran past its limit of {FUEL} steps for this record; simplify its loops"
+        );
     }
     match error.line() {
         Some(line) => format!("{text} (template line {line})"),
@@ -135,5 +168,42 @@ mod tests {
         };
         let e = t.render("u", &json!({"ITNO": "A"}), &c).unwrap_err();
         assert!(e.contains("undefined"), "{e}");
+    }
+
+    #[test]
+    fn runaway_templates_stop_at_a_named_limit() {
+        let mut t = Templates::default();
+        t.add(
+            "loops",
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+        )
+        .unwrap();
+        t.add("big", "{{ 'x' * 100000000 }}").unwrap();
+        t.add(
+            "recursion",
+            "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+        )
+        .unwrap();
+        t.add("fine", "{{ record.ITNO }}").unwrap();
+        let (vars, state) = ctx();
+        let c = RenderContext {
+            vars: &vars,
+            state: &state,
+        };
+        let r = json!({"ITNO": "A1"});
+        let started = std::time::Instant::now();
+        let e = t.render("loops", &r, &c).unwrap_err();
+        assert!(e.contains("limit of 1000000 steps"), "{e}");
+        // minijinja charges fuel by the size of what it builds, so a big
+        // string stops at the step limit or else at the memory limit.
+        let e = t.render("big", &r, &c).unwrap_err();
+        assert!(
+            e.contains("limit of 1000000 steps") || e.contains("memory limit of 64 MiB"),
+            "{e}"
+        );
+        let e = t.render("recursion", &r, &c).unwrap_err();
+        assert!(e.contains("recursion"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(t.render("fine", &r, &c).unwrap(), "A1");
     }
 }

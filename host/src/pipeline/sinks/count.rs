@@ -68,6 +68,15 @@ impl SinkWriter for Counter {
         Box::pin(std::future::ready(Ok(())))
     }
 
+    fn takes_json_lines(&self) -> bool {
+        true
+    }
+
+    fn write_json_lines(&mut self, _lines: &[u8], count: usize) -> anyhow::Result<()> {
+        self.records += count as u64;
+        Ok(())
+    }
+
     fn finish<'a>(
         self: Box<Self>,
         _out: &'a mut Outcome,

@@ -121,6 +121,19 @@ impl SinkWriter for FileWriter {
         Box::pin(std::future::ready(written))
     }
 
+    fn takes_json_lines(&self) -> bool {
+        matches!(self.layout, Layout::Jsonl)
+    }
+
+    fn write_json_lines(&mut self, lines: &[u8], _count: usize) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.takes_json_lines(),
+            "a CSV file does not take JSON text"
+        );
+        self.out.write_all(lines)?;
+        Ok(())
+    }
+
     fn finish<'a>(
         self: Box<Self>,
         _out: &'a mut Outcome,

@@ -74,6 +74,18 @@ pub trait SinkWriter: Send {
         out: &'a mut Outcome,
     ) -> BoxFuture<'a, anyhow::Result<()>>;
 
+    /// Whether [`Self::write_json_lines`] may stand for `write`: a sink that
+    /// writes records as JSON Lines anyway.
+    fn takes_json_lines(&self) -> bool {
+        false
+    }
+
+    /// Writes `count` records given as JSON Lines text, each line what
+    /// `serde_json::to_writer` makes of the record.
+    fn write_json_lines(&mut self, _lines: &[u8], _count: usize) -> anyhow::Result<()> {
+        anyhow::bail!("this sink does not take JSON text")
+    }
+
     /// Waits for the requests in flight, so that every record written so
     /// far has its outcome; called before a run stops at a page boundary.
     fn settle<'a>(&'a mut self, _out: &'a mut Outcome) -> BoxFuture<'a, anyhow::Result<()>> {

@@ -68,6 +68,16 @@ impl SinkWriter for StdoutWriter {
         Box::pin(std::future::ready(written))
     }
 
+    fn takes_json_lines(&self) -> bool {
+        !self.pretty
+    }
+
+    fn write_json_lines(&mut self, lines: &[u8], _count: usize) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.pretty, "pretty output does not take JSON text");
+        self.out.write_all(lines)?;
+        Ok(())
+    }
+
     fn finish<'a>(
         mut self: Box<Self>,
         _out: &'a mut Outcome,

@@ -62,6 +62,62 @@ impl PageReader for FileReader {
     fn next_page(&mut self) -> futures::future::BoxFuture<'_, anyhow::Result<Option<Vec<Value>>>> {
         Box::pin(std::future::ready(FileReader::next_page(self)))
     }
+
+    fn next_text_page(&mut self) -> Option<anyhow::Result<Option<JsonLines>>> {
+        let Format::Jsonl { path, lines, line } = &mut self.format else {
+            return None;
+        };
+        if self.limit.reached() {
+            return Some(Ok(None));
+        }
+        let mut page = JsonLines {
+            path: path.clone(),
+            text: String::with_capacity(256 * 1024),
+            lines: Vec::with_capacity(PAGE_RECORDS),
+        };
+        let want = self.limit.remaining(PAGE_RECORDS);
+        while page.lines.len() < want {
+            let start = page.text.len();
+            *line += 1;
+            match lines.read_line(&mut page.text) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    return Some(Err(anyhow::Error::new(e)
+                        .context(format!("{}:{line}: cannot read", path.display()))));
+                }
+            }
+            if page.text[start..].trim().is_empty() {
+                page.text.truncate(start);
+                continue;
+            }
+            page.lines.push((start..page.text.len(), *line));
+        }
+        self.limit.taken(page.lines.len());
+        Some(Ok((!page.lines.is_empty()).then_some(page)))
+    }
+}
+
+/// A page of JSON Lines as text, parsed where it is transformed.
+pub struct JsonLines {
+    pub path: PathBuf,
+    text: String,
+    /// Where each record is in `text`, and its line number in the file.
+    lines: Vec<(std::ops::Range<usize>, u64)>,
+}
+
+impl JsonLines {
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    pub fn line(&self, i: usize) -> &str {
+        &self.text[self.lines[i].0.clone()]
+    }
+
+    pub fn line_number(&self, i: usize) -> u64 {
+        self.lines[i].1
+    }
 }
 
 pub struct FileReader {
@@ -72,7 +128,7 @@ pub struct FileReader {
 enum Format {
     Jsonl {
         path: PathBuf,
-        lines: std::io::Lines<BufReader<File>>,
+        lines: BufReader<File>,
         line: u64,
     },
     Csv {
@@ -96,7 +152,7 @@ impl FileReader {
         let format = match format {
             FileFormat::Jsonl => Format::Jsonl {
                 path: path.to_owned(),
-                lines: BufReader::with_capacity(256 * 1024, file).lines(),
+                lines: BufReader::with_capacity(256 * 1024, file),
                 line: 0,
             },
             FileFormat::Csv => {
@@ -148,11 +204,16 @@ impl FileReader {
         match &mut self.format {
             Format::Jsonl { path, lines, line } => {
                 let mut page = Vec::with_capacity(PAGE_RECORDS);
+                let mut text = String::new();
                 while page.len() < PAGE_RECORDS {
-                    let Some(text) = lines.next() else { break };
+                    text.clear();
                     *line += 1;
-                    let text =
-                        text.with_context(|| format!("{}:{line}: cannot read", path.display()))?;
+                    let read = lines
+                        .read_line(&mut text)
+                        .with_context(|| format!("{}:{line}: cannot read", path.display()))?;
+                    if read == 0 {
+                        break;
+                    }
                     if text.trim().is_empty() {
                         continue;
                     }

@@ -30,6 +30,8 @@ use super::retry::RunStats;
 use crate::config::{Check, Variables};
 use ionflow_runtime::Connection;
 
+pub use file::JsonLines;
+
 /// What a source kind's config struct tells the pipeline.
 pub trait SourceKind: Send + Sync {
     /// Checks what serde cannot (references, ranges, exclusive keys).
@@ -58,6 +60,12 @@ pub trait SourceKind: Send + Sync {
 pub trait PageReader: Send {
     /// The next page of records; `None` when the source is exhausted.
     fn next_page(&mut self) -> BoxFuture<'_, anyhow::Result<Option<Vec<Value>>>>;
+
+    /// The next page as JSON Lines text, for a reader that has it (a JSON
+    /// Lines file); `None` when it has not, and the run calls `next_page`.
+    fn next_text_page(&mut self) -> Option<anyhow::Result<Option<JsonLines>>> {
+        None
+    }
 }
 
 /// What a source needs from the run.
@@ -147,6 +155,20 @@ impl Limit {
 
     pub fn reached(&self) -> bool {
         self.remaining == Some(0)
+    }
+
+    /// How many of `wanted` records may still be handed out.
+    pub fn remaining(&self, wanted: usize) -> usize {
+        self.remaining.map_or(wanted, |r| {
+            usize::try_from(r).unwrap_or(usize::MAX).min(wanted)
+        })
+    }
+
+    /// Counts `n` records handed out.
+    pub fn taken(&mut self, n: usize) {
+        if let Some(remaining) = &mut self.remaining {
+            *remaining = remaining.saturating_sub(n as u64);
+        }
     }
 
     pub fn take(&mut self, mut records: Vec<Value>) -> Vec<Value> {
