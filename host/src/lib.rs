@@ -6,11 +6,13 @@
 //! through jq transforms to sinks; `products` reads and writes Infor product
 //! shapes; `cli` is the command line; `credentials` resolves a CONNECTION
 //! argument to `.ionapi` JSON and checks where the file sits; `store` keeps
-//! tokens, state and schedule leases (files or PostgreSQL).
+//! tokens, grant holders, state and schedule leases (files or PostgreSQL);
+//! `grants` decides who may revoke a grant that processes share.
 
 pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod grants;
 pub mod pipeline;
 pub mod products;
 pub mod schedule;
