@@ -6,9 +6,10 @@
 //! through jq transforms to sinks; `products` reads and writes Infor product
 //! shapes; `cli` is the command line; `credentials` resolves a CONNECTION
 //! argument to `.ionapi` JSON and checks where the file sits; `store` keeps
-//! tokens, state and schedule leases (files or PostgreSQL); `sandbox` runs
-//! jq filters and templates so that a runaway one fails its record, never
-//! the process.
+//! tokens, grant holders, state and schedule leases (files or PostgreSQL);
+//! `grants` decides who may revoke a grant that processes share; `sandbox`
+//! runs jq filters and templates so that a runaway one fails its record,
+//! never the process.
 
 /// The unit tests count allocations as the binary does (see `sandbox::alloc`).
 #[cfg(test)]
@@ -19,6 +20,7 @@ static ALLOCATOR: sandbox::alloc::Tracking<mimalloc::MiMalloc> =
 pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod grants;
 pub mod pipeline;
 pub mod products;
 pub mod sandbox;

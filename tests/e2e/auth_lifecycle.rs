@@ -235,11 +235,33 @@ async fn killing_keepalive_at_any_moment_never_tears_the_store() {
     sim.shutdown().await;
 }
 
+/// By default a run keeps its grant in the token store, and the next run
+/// (a cron job's next tick) uses it instead of asking for a new one.
+#[tokio::test]
+async fn by_default_a_run_keeps_its_grant_for_the_next_run() {
+    let sim = simulator(40).await;
+    let (dir, ionapi) = workdir(&sim);
+    let pipeline = items_pipeline(dir.path(), &ionapi, 10);
+    for round in 0..3 {
+        let result = run(ionflow().arg("run").arg(&pipeline)).await;
+        assert_eq!(result.code, 0, "round {round}: {}", result.all_output());
+    }
+    let counters = sim.counters();
+    assert_eq!(counters.token_requests.password, 1, "{counters:?}");
+    assert_eq!(counters.revocations, 0, "{counters:?}");
+    assert_eq!(counters.unauthorized, 0, "{counters:?}");
+    sim.shutdown().await;
+}
+
+/// With `revoke_on_exit = true` (changed from the default in issue 15: a
+/// run now keeps its grant unless asked), the run that holds the grant
+/// last revokes it at its end.
 #[tokio::test]
 async fn a_run_revokes_its_refresh_token_at_the_end() {
     let sim = simulator(40).await;
     let (dir, ionapi) = workdir(&sim);
     let pipeline = items_pipeline(dir.path(), &ionapi, 10);
+    crate::support::revoking_on_exit(&pipeline);
     let result = run(ionflow().arg("run").arg(&pipeline)).await;
     assert_eq!(result.code, 0, "{}", result.all_output());
     assert_eq!(sim.counters().revocations, 1);
@@ -278,6 +300,8 @@ async fn sigterm_during_a_run_stops_it_and_revokes() {
     // One record per call: 50,000 calls take seconds, long enough to interrupt.
     let pipeline = items_pipeline(dir.path(), &ionapi, 1);
     crate::support::without_rate_limit(&pipeline);
+    // The grant ends with the run only when asked (the default keeps it).
+    crate::support::revoking_on_exit(&pipeline);
     let child = ionflow()
         .arg("run")
         .arg(&pipeline)

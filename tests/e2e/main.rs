@@ -14,6 +14,7 @@ mod demo;
 mod diagnostics;
 mod embedding;
 mod examples;
+mod grants;
 mod memory;
 mod pipeline_run;
 mod postgres;

@@ -79,6 +79,7 @@ async fn no_secret_or_token_in_any_output_at_trace_level() {
                 .args(["-vvv", "--log-format", format])
                 .env("IONFLOW_LOG", "trace")
                 .env("IONFLOW_CACHE_DIR", state.join("cache"))
+                .env_remove("IONFLOW_STATE_DIR")
                 .env("HOME", &state)
                 .env("XDG_CACHE_HOME", state.join("xdg")))
             .await;
@@ -112,11 +113,29 @@ async fn no_secret_or_token_in_any_output_at_trace_level() {
         assert_no_secret(output, &secrets, what);
     }
     // Every file ionflow wrote: the pipeline output, the connector cache and
-    // anything under HOME. (Tokens are kept in memory: there is no token store file.)
+    // anything under HOME, except the token store, the one place tokens
+    // belong: runs keep their grant there for the next run (issue 15), in
+    // files only their owner can read.
+    let token_store = state.join(".local/state/ionflow/tokens");
     let written: Vec<_> = files_under(dir.path())
         .into_iter()
         .filter(|p| p.extension().is_none_or(|e| e != "ionapi"))
+        .filter(|p| !p.starts_with(&token_store))
         .collect();
+    let kept: Vec<_> = files_under(&token_store)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    assert!(
+        !kept.is_empty(),
+        "the runs kept their grant in {token_store:?}"
+    );
+    #[cfg(unix)]
+    for path in files_under(&token_store) {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", relative(&path, dir.path()));
+    }
     assert!(written.iter().any(|p| p.ends_with("out.jsonl")));
     assert!(
         written.iter().any(|p| p.starts_with(state.join("cache"))),

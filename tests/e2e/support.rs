@@ -6,16 +6,18 @@ use std::process::Output;
 use ionflow_sim::{SimConfig, Simulator};
 
 /// The binary under test, with a cache folder shared by the whole test run
-/// (so the connector is compiled once) and no inherited log settings.
+/// (so the connector is compiled once), a state folder (token store, run
+/// locks) under the target folder rather than the tester's home (runs keep
+/// their grants there; every simulator's credentials, hence its keys,
+/// differ), and no inherited log settings.
 pub fn ionflow() -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_ionflow"));
-    cmd.env(
-        "IONFLOW_CACHE_DIR",
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join("ionflow-cache"),
-    )
-    .env_remove("IONFLOW_LOG")
-    .env_remove("RUST_LOG")
-    .kill_on_drop(true);
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    cmd.env("IONFLOW_CACHE_DIR", tmp.join("ionflow-cache"))
+        .env("IONFLOW_STATE_DIR", tmp.join("ionflow-state"))
+        .env_remove("IONFLOW_LOG")
+        .env_remove("RUST_LOG")
+        .kill_on_drop(true);
     cmd
 }
 
@@ -67,6 +69,17 @@ pub fn without_rate_limit(pipeline: &Path) {
     let text = std::fs::read_to_string(pipeline).unwrap().replacen(
         "[source]",
         "rate_limit = { requests = 1000000, window_secs = 1 }\n\n[source]",
+        1,
+    );
+    std::fs::write(pipeline, text).unwrap();
+}
+
+/// Makes the pipeline's connection (the table just above `[source]`) revoke
+/// its grant when the run ends as its last holder.
+pub fn revoking_on_exit(pipeline: &Path) {
+    let text = std::fs::read_to_string(pipeline).unwrap().replacen(
+        "[source]",
+        "revoke_on_exit = true\n\n[source]",
         1,
     );
     std::fs::write(pipeline, text).unwrap();

@@ -190,7 +190,8 @@ async fn three_workers_run_each_tick_exactly_once() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(migrations, 1);
+    // 0001 (tokens, state, schedules) and 0002 (grant holders).
+    assert_eq!(migrations, 2);
 
     // One access token, obtained by one worker, served every run of all three.
     let counters = sim.counters();
@@ -222,6 +223,203 @@ async fn three_workers_run_each_tick_exactly_once() {
         workers_used,
         counters.token_requests.password,
         counters.refresh_token_reuse
+    ));
+    sim.shutdown().await;
+    db.drop().await;
+}
+
+/// Three workers serving one pipeline every second keep one grant between
+/// runs, and only the last of them to stop revokes it: with
+/// `revoke_on_exit` unset, a worker revokes at shutdown the grants it holds
+/// last, never one another worker still holds.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_keep_one_grant_and_the_last_to_stop_revokes_it() {
+    let _timing = daemon_timing().await;
+    let Some(db) = test_database("last_revokes").await else {
+        return;
+    };
+    let sim = simulator(20).await;
+    let (dir, ionapi) = workdir(&sim);
+    let pipelines = dir.path().join("pipelines");
+    std::fs::create_dir(&pipelines).unwrap();
+    pipeline(&pipelines, "every_second", &ionapi, "* * * * * *", "", 10);
+    let file = pipelines.join("every_second.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("revoke_on_exit = false\n", "")).unwrap();
+    let workers: Vec<_> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|id| (*id, worker(&pipelines, id, &db, "2")))
+        .collect();
+    let client = db.client().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let succeeded: i64 = client
+            .query_one(
+                "SELECT count(*) FROM ionflow_runs WHERE state = 'succeeded'",
+                &[],
+            )
+            .await
+            .map_or(0, |r| r.get(0));
+        if succeeded >= 5 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "five runs did not end in 30 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let holders: i64 = client
+        .query_one("SELECT count(*) FROM ionflow_grant_holders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(holders, 3, "each worker holds the grant");
+
+    let mut logs = Vec::new();
+    let mut revocations = Vec::new();
+    for (id, child) in workers {
+        logs.push((id, stop(child).await));
+        revocations.push(sim.counters().revocations);
+    }
+    assert_eq!(
+        revocations,
+        [0, 0, 1],
+        "revoked once, when the last worker stopped"
+    );
+    let revoked_by: Vec<&str> = logs
+        .iter()
+        .filter(|(_, log)| !events(log, "grant_revoked").is_empty())
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(revoked_by, ["w3"]);
+    let runs: usize = logs
+        .iter()
+        .map(|(_, log)| events(log, "run_finished").len())
+        .sum();
+    assert!(runs >= 5, "{runs} runs");
+    for (_, log) in &logs {
+        assert_no_secret(log, &[db.password()], "a worker's log");
+    }
+    let counters = sim.counters();
+    assert_eq!(counters.token_requests.password, 1, "{counters:?}");
+    assert_eq!(counters.unauthorized, 0, "{counters:?}");
+    assert_eq!(counters.refresh_token_reuse, 0, "{counters:?}");
+    for table in ["ionflow_tokens", "ionflow_grant_holders"] {
+        let rows: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(rows, 0, "{table} is empty after the last worker");
+    }
+    report(&format!(
+        "figures: 3 workers, a pipeline every second: {runs} runs, {} password grant, \
+         revocations after each stop {revocations:?}",
+        counters.token_requests.password
+    ));
+    sim.shutdown().await;
+    db.drop().await;
+}
+
+/// A process killed with SIGKILL leaves its holder row behind; the row
+/// lapses after `lease_secs` by the database's clock, and from then on the
+/// process is not counted.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_processs_hold_lapses_after_its_lease() {
+    let Some(db) = test_database("hold_lapses").await else {
+        return;
+    };
+    let sim = simulator(200_000).await;
+    let (dir, ionapi) = workdir(&sim);
+    let config = dir.path().join("ionflow.toml");
+    std::fs::write(&config, "lease_secs = 2\n").unwrap();
+    let pipelines = dir.path().join("pipelines");
+    std::fs::create_dir(&pipelines).unwrap();
+    for (name, page_size) in [("slow", 1), ("quick", 10)] {
+        pipeline(&pipelines, name, &ionapi, "0 0 1 1 *", "", page_size);
+        let file = pipelines.join(format!("{name}.toml"));
+        let text = std::fs::read_to_string(&file)
+            .unwrap()
+            .replace("revoke_on_exit = false", "revoke_on_exit = true")
+            .replace("[source]", "[source]\nmax_records = 100000");
+        std::fs::write(&file, text).unwrap();
+    }
+    let quick = pipelines.join("quick.toml");
+    std::fs::write(
+        &quick,
+        std::fs::read_to_string(&quick)
+            .unwrap()
+            .replace("max_records = 100000", "max_records = 20"),
+    )
+    .unwrap();
+    let run_on = |pipeline: &Path, machine: &str| {
+        let mut cmd = ionflow();
+        cmd.arg("run")
+            .arg(pipeline)
+            .env("IONFLOW_STORE", &db.url)
+            .env("IONFLOW_CONFIG", &config)
+            .env("IONFLOW_STATE_DIR", dir.path().join(machine));
+        cmd
+    };
+    let mut holder = run_on(&pipelines.join("slow.toml"), "machine-a")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..500 {
+        if sim.counters().api_calls > 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(sim.counters().api_calls > 5, "the slow run got under way");
+    let result = run(&mut run_on(&quick, "machine-b")).await;
+    assert_eq!(result.code, 0, "{}", result.all_output());
+    assert_eq!(
+        sim.counters().revocations,
+        0,
+        "the slow run still holds the grant: {}",
+        result.stderr
+    );
+
+    holder.start_kill().unwrap();
+    holder.wait().await.unwrap();
+    let killed = Instant::now();
+    let client = db.client().await;
+    let lapsed = loop {
+        let live: i64 = client
+            .query_one(
+                "SELECT count(*) FROM ionflow_grant_holders WHERE expires_at > now()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if live == 0 {
+            break killed.elapsed();
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "the hold never lapsed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let result = run(&mut run_on(&quick, "machine-b")).await;
+    assert_eq!(result.code, 0, "{}", result.all_output());
+    let counters = sim.counters();
+    assert_eq!(counters.revocations, 1, "{}", result.stderr);
+    assert_eq!(counters.token_requests.password, 1, "{counters:?}");
+    assert_eq!(counters.unauthorized, 0, "{counters:?}");
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM ionflow_tokens", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0);
+    report(&format!(
+        "figures: the hold of a killed process lapsed {:.2} s after SIGKILL (lease_secs = 2); \
+         the next run then revoked as the last holder",
+        lapsed.as_secs_f64()
     ));
     sim.shutdown().await;
     db.drop().await;

@@ -530,11 +530,14 @@ impl auth::GuestConnection for Session {
                 timeout_ms: self.timeout_ms,
             })?;
             if !(200..300).contains(&response.status) {
+                // An endpoint that echoes the form would show the token too.
+                let mut secrets = self.creds.secrets();
+                secrets.push(token);
                 return Err(ConnectorError::Protocol(format!(
                     "revocation endpoint {} answered HTTP {}: {}",
                     post.url,
                     response.status,
-                    response::body_excerpt(&response.body, &self.creds.secrets())
+                    response::body_excerpt(&response.body, &secrets)
                 ))
                 .into());
             }

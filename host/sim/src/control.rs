@@ -117,8 +117,8 @@ async fn reject_tokens(
 }
 
 /// `POST /__sim/faults` with a fault (see `faults::Fault`): the next `count`
-/// business calls under `path_prefix` get `status`, a delay, or a dropped
-/// connection.
+/// business calls under `path_prefix` (or revocations, with `"endpoint":
+/// "revocation"`) get `status`, a delay, or a dropped connection.
 async fn add_fault(
     State(state): State<Arc<SimState>>,
     Json(fault): Json<super::faults::Fault>,

@@ -3,7 +3,10 @@
 //!
 //! Faults apply to business calls that passed the token check, in the order
 //! they were added; each fires `count` times on paths that start with its
-//! prefix (below `{iu}/{ti}/`).
+//! prefix (below `{iu}/{ti}/`). A fault for `"endpoint": "revocation"`
+//! applies to the revocation endpoint (`{pu}{or}`) instead: a status or a
+//! dropped connection revokes nothing, a delay revokes at once and answers
+//! late (a client that gives up first cannot tell what happened).
 //!
 //! Public shape followed: the gateway's throttling answer (429 with
 //! `Retry-After`) from its quota policy; the other faults (an error status,
@@ -20,9 +23,22 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+/// Which calls a fault answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Endpoint {
+    /// Business calls below `{iu}/{ti}/`.
+    #[default]
+    Gateway,
+    /// The OAuth revocation endpoint, `{pu}{or}`.
+    Revocation,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Fault {
+    #[serde(default)]
+    pub(crate) endpoint: Endpoint,
     /// Product path prefix below the tenant, e.g. `M3/m3api-rest`; all when absent.
     #[serde(default)]
     pub(crate) path_prefix: String,
@@ -62,12 +78,17 @@ impl Faults {
         self.pending.clear();
     }
 
-    /// The first pending fault for `path` (tenant already stripped), spent once.
+    /// The first pending business-call fault for `path` (tenant already
+    /// stripped), spent once.
     pub(crate) fn take(&mut self, path: &str) -> Option<Fault> {
-        let index = self
-            .pending
-            .iter()
-            .position(|f| path.starts_with(f.path_prefix.trim_start_matches('/')))?;
+        self.take_for(Endpoint::Gateway, path)
+    }
+
+    /// The first pending fault for `endpoint` and `path`, spent once.
+    pub(crate) fn take_for(&mut self, endpoint: Endpoint, path: &str) -> Option<Fault> {
+        let index = self.pending.iter().position(|f| {
+            f.endpoint == endpoint && path.starts_with(f.path_prefix.trim_start_matches('/'))
+        })?;
         let fault = &mut self.pending[index];
         fault.count -= 1;
         let taken = fault.clone();
@@ -189,6 +210,7 @@ mod tests {
     fn faults_fire_count_times_on_their_prefix() {
         let mut faults = Faults::default();
         faults.add(Fault {
+            endpoint: Endpoint::Gateway,
             path_prefix: "M3/".into(),
             count: 2,
             status: Some(503),
@@ -200,5 +222,17 @@ mod tests {
         assert!(faults.take("M3/m3api-rest/v2/execute/A/B").is_some());
         assert!(faults.take("M3/m3api-rest/v2/execute/A/B").is_some());
         assert!(faults.take("M3/m3api-rest/v2/execute/A/B").is_none());
+    }
+
+    #[test]
+    fn revocation_faults_leave_business_calls_alone() {
+        let mut faults = Faults::default();
+        faults.add(
+            serde_json::from_str(r#"{"endpoint": "revocation", "count": 1, "status": 503}"#)
+                .unwrap(),
+        );
+        assert!(faults.take("M3/m3api-rest/v2/execute/A/B").is_none());
+        assert!(faults.take_for(Endpoint::Revocation, "").is_some());
+        assert!(faults.take_for(Endpoint::Revocation, "").is_none());
     }
 }

@@ -641,7 +641,24 @@ pub(crate) async fn revoke(
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    match handle_revocation(&state, &headers, &uri, &body) {
+    let fault = lock(&state.faults).take_for(super::faults::Endpoint::Revocation, "");
+    let mut late = std::time::Duration::ZERO;
+    if let Some(fault) = fault {
+        state.counters.update(|c| c.faults_injected += 1);
+        match fault.inject() {
+            // Refused (or cut off) before anything was revoked.
+            super::faults::Injected::Answer(response) => {
+                tokio::time::sleep(std::time::Duration::from_millis(fault.delay_ms)).await;
+                return response;
+            }
+            // Revoked at once, answered late: a client that gives up first
+            // cannot tell whether the revocation happened.
+            super::faults::Injected::Delay(delay) => late = delay,
+        }
+    }
+    let outcome = handle_revocation(&state, &headers, &uri, &body);
+    tokio::time::sleep(late).await;
+    match outcome {
         Ok(()) => (StatusCode::OK, no_store_headers()).into_response(),
         Err(error) => {
             tracing::debug!(error = error.code, "revocation refused");

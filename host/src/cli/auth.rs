@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use tokio::sync::mpsc;
 
 use super::connection::ConnectionArgs;
-use super::{Exit, new_runtime};
+use super::{Exit, new_runtime, new_session};
 use ionflow_runtime::{Connection, Grant, Runtime};
 
 #[derive(Debug, Args)]
@@ -180,10 +180,21 @@ async fn callback(
     )
 }
 
+/// Revokes the grant whoever else holds it: an operator's explicit end.
+/// A revocation that fails still deletes the stored tokens, so that no
+/// later run trusts tokens the gateway may already have revoked.
 pub async fn logout(args: StoredGrantArgs) -> anyhow::Result<Exit> {
-    let runtime = new_runtime().await?;
+    let (runtime, grants) = new_session().await?;
     let connection = open(&runtime, &args.connection, grant_arg(args.grant)).await?;
-    connection.revoke().await?;
+    if let Err(e) = connection.revoke().await {
+        grants
+            .forget(crate::grants::key(&connection), connection.name())
+            .await;
+        return Err(anyhow::Error::new(e).context(
+            "the revocation failed; the stored tokens were deleted anyway, and the grant \
+             ends on its own when its refresh token expires",
+        ));
+    }
     println!("logged out: the refresh token was revoked and the stored tokens forgotten");
     Ok(Exit::Success)
 }

@@ -5,8 +5,9 @@ use anyhow::Context as _;
 use clap::Args;
 use serde_json::json;
 
-use super::{Exit, new_runtime, parse_vars};
+use super::{Exit, new_runtime, new_session, parse_vars};
 use crate::credentials::{self, ResolvedConnection};
+use crate::grants::{Grants, join_wait};
 use crate::pipeline::Variables;
 use ionflow_runtime::{Connection, ErrorKind, GatewayRequest, Grant, Method, Runtime};
 
@@ -29,31 +30,45 @@ impl ConnectionArgs {
     }
 }
 
-/// Ends a diagnostic session like a run ends: the refresh token is revoked
-/// unless the connection keeps its grant (a user's login, `revoke_on_exit = false`).
-async fn end_session(connection: &Connection, revoke: bool) {
-    if revoke
-        && connection.info().grant != Grant::AuthorizationCode
-        && let Err(e) = connection.revoke().await
-    {
-        tracing::warn!(connection = %connection.name(), "could not revoke the refresh token: {e}");
-    }
+/// A diagnostic session on one connection. Like a run, it holds the
+/// connection's grant while it lasts and at its end releases it: revoked
+/// only when `revoke_on_exit` asks for it and no other live process holds
+/// it (a bare `.ionapi` file keeps its grant for the next run).
+struct Diagnostic {
+    connection: Connection,
+    grants: Grants,
+    _runtime: Runtime,
 }
 
-/// Resolves and opens the connection; no network call happens yet. Also
-/// says whether the session should end with a revocation.
-async fn open(args: &ConnectionArgs, runtime: &Runtime) -> anyhow::Result<(Connection, bool)> {
-    let resolved = args.resolve()?;
-    let revoke = resolved.revoke_on_exit;
-    runtime
-        .open(
-            &resolved.label,
-            resolved.ionapi_json.expose(),
-            resolved.options,
-        )
-        .await
-        .with_context(|| format!("connection `{}` ({})", resolved.label, resolved.source))
-        .map(|connection| (connection, revoke))
+impl Diagnostic {
+    /// Resolves and opens the connection and holds its grant; no network call happens yet.
+    async fn begin(args: &ConnectionArgs) -> anyhow::Result<Diagnostic> {
+        let resolved = args.resolve()?;
+        let (runtime, grants) = new_session().await?;
+        let connection = runtime
+            .open(
+                &resolved.label,
+                resolved.ionapi_json.expose(),
+                resolved.options.clone(),
+            )
+            .await
+            .with_context(|| format!("connection `{}` ({})", resolved.label, resolved.source))?;
+        let wait = join_wait(resolved.options.request_timeout_ms.map(|ms| ms / 1000));
+        grants
+            .hold(&connection, resolved.revoke_on_exit, wait)
+            .await
+            .with_context(|| format!("connection `{}`: holding its grant", resolved.label))?;
+        Ok(Diagnostic {
+            connection,
+            grants,
+            _runtime: runtime,
+        })
+    }
+
+    async fn end(self) {
+        let key = crate::grants::key(&self.connection);
+        self.grants.release(key, Some(&self.connection)).await;
+    }
 }
 
 const USERS_ME: &str = "ifsservice/usermgt/v2/users/me";
@@ -70,10 +85,9 @@ fn get(path: &str, query: Vec<(String, String)>) -> GatewayRequest {
 }
 
 pub async fn whoami(args: ConnectionArgs) -> anyhow::Result<Exit> {
-    let runtime = new_runtime().await?;
-    let (connection, revoke) = open(&args, &runtime).await?;
-    let response = connection.call(get(USERS_ME, vec![])).await;
-    end_session(&connection, revoke).await;
+    let session = Diagnostic::begin(&args).await?;
+    let response = session.connection.call(get(USERS_ME, vec![])).await;
+    session.end().await;
     let response = response.with_context(|| format!("GET {USERS_ME}"))?;
     let body: serde_json::Value = serde_json::from_slice(&response.body).with_context(|| {
         format!(
@@ -103,8 +117,16 @@ pub struct TokenArgs {
 /// Token metadata; the token itself only on explicit request.
 pub async fn token(args: TokenArgs) -> anyhow::Result<Exit> {
     let runtime = new_runtime().await?;
-    // The token is for the user to use, so it is not revoked here.
-    let (connection, _) = open(&args.connection, &runtime).await?;
+    // The token is for the user to use, so it is neither held nor revoked here.
+    let resolved = args.connection.resolve()?;
+    let connection = runtime
+        .open(
+            &resolved.label,
+            resolved.ionapi_json.expose(),
+            resolved.options,
+        )
+        .await
+        .with_context(|| format!("connection `{}` ({})", resolved.label, resolved.source))?;
     let token = connection.token().await.context("requesting a token")?;
     let grant = grant_name(token.grant);
     if args.json {
@@ -187,10 +209,9 @@ impl Verdict {
 /// else is reported as it came. Failures that say nothing about the path
 /// (credentials refused, a broken file) stop the command.
 pub async fn check_scope(args: CheckScopeArgs) -> anyhow::Result<Exit> {
-    let runtime = new_runtime().await?;
-    let (connection, revoke) = open(&args.connection, &runtime).await?;
-    let results = probe(&connection, &args.paths).await;
-    end_session(&connection, revoke).await;
+    let session = Diagnostic::begin(&args.connection).await?;
+    let results = probe(&session.connection, &args.paths).await;
+    session.end().await;
     let results = results?;
     print_results(&results, args.json);
     let worst = results.iter().map(|r| r.1);

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use clap::Args;
 
-use super::{Exit, interactive, new_runtime};
+use super::{Exit, interactive, new_session};
 use crate::pipeline::{Pipeline, Variables};
 use ionflow_sim::{SimConfig, Simulator};
 
@@ -65,8 +65,8 @@ async fn run_demo(sim: &Simulator, args: &DemoArgs, quiet: bool) -> anyhow::Resu
             &std::env::current_dir()?,
             vars,
         )?;
-        let runtime = new_runtime().await?;
-        pipeline.run(&runtime, interactive(quiet)).await
+        let (runtime, grants) = new_session().await?;
+        pipeline.run(&runtime, &grants, interactive(quiet)).await
     }
     .await;
     let _ = std::fs::remove_dir_all(&secrets_dir);

@@ -25,7 +25,7 @@ pub enum Exit {
     Unavailable = 5,
     /// Another run of the same pipeline holds its lock (EX_TEMPFAIL).
     LockHeld = 75,
-    /// Stopped by SIGINT or SIGTERM; tokens were revoked where configured.
+    /// Stopped by SIGINT or SIGTERM; grants were released as at the end of a run.
     Interrupted = 130,
 }
 

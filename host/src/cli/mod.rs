@@ -22,6 +22,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 pub use exit::Exit;
 
+use crate::grants::Grants;
 use crate::store::setting::HostConfig;
 use crate::store::{Storage, StoreSetting};
 use ionflow_runtime::Runtime;
@@ -305,8 +306,23 @@ pub async fn open_storage() -> anyhow::Result<Arc<dyn Storage>> {
 /// One runtime per process, its tokens in the configured store, shared with
 /// every other ionflow process that uses the same store.
 pub async fn new_runtime() -> anyhow::Result<Runtime> {
+    Ok(new_session().await?.0)
+}
+
+/// The runtime and this process's holds on grants, in the configured store.
+pub async fn new_session() -> anyhow::Result<(Runtime, Grants)> {
     let storage = open_storage().await?;
-    Runtime::new(storage.tokens(), cache_dir().as_deref())
+    let runtime = Runtime::new(storage.tokens(), cache_dir().as_deref())?;
+    Ok((runtime, grants_of(storage.as_ref())))
+}
+
+/// This process's holds on the grants of `storage`; on PostgreSQL a hold
+/// lapses `lease_secs` after its process stopped renewing it.
+pub fn grants_of(storage: &dyn Storage) -> Grants {
+    Grants::of(
+        storage,
+        std::time::Duration::from_secs_f64(settings().lease_secs),
+    )
 }
 
 /// `KEY=VALUE` pairs from `--var`.

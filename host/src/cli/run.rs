@@ -6,9 +6,11 @@ use clap::Args;
 
 use chrono::Utc;
 
-use super::{Exit, cache_dir, interactive, new_runtime, open_storage, parse_vars, settings};
+use super::{
+    Exit, cache_dir, grants_of, interactive, new_runtime, open_storage, parse_vars, settings,
+};
 use crate::pipeline::run_lock::{LockHeld, RunLock};
-use crate::pipeline::{Pipeline, Variables};
+use crate::pipeline::{Pipeline, Session, Variables};
 use crate::store::Claim;
 use ionflow_runtime::Runtime;
 
@@ -31,6 +33,7 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Exit> {
     let storage = open_storage().await?;
     pipeline.use_storage(&storage);
     let runtime = Runtime::new(storage.tokens(), cache_dir().as_deref())?;
+    let grants = grants_of(storage.as_ref());
     // With a shared store, one run of a pipeline at a time across machines
     // too: a CronJob's run takes a lease like a serve worker's tick.
     let lease_secs = settings().lease_secs;
@@ -60,7 +63,13 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Exit> {
         }
     };
     let outcome = pipeline
-        .run_until(&runtime, interactive(quiet) && !args.json, stop)
+        .run_until(
+            &runtime,
+            &grants,
+            Session::Once,
+            interactive(quiet) && !args.json,
+            stop,
+        )
         .await;
     if let Some(lease) = &lease {
         let (state, error) = crate::pipeline::recorded_state(&outcome);

@@ -32,8 +32,13 @@ pub struct ConnectionConfig {
     pub saml_assertion_file: Option<String>,
     /// For `grant = "saml_bearer"`: an environment variable holding it.
     pub saml_assertion_env: Option<String>,
-    /// Revoke the refresh token when the run ends. Default true, except for
-    /// `authorization_code`, whose grant a user gave once and must survive runs.
+    /// Revoke the grant when the process that used it ends, if no other
+    /// live process holds it. Unset: `ionflow run` keeps the grant in the
+    /// token store for the next run (a `saml_bearer` grant, a user's
+    /// session, is revoked), `ionflow serve` revokes it at shutdown.
+    /// `false` always keeps it (serve refreshes it every
+    /// `keepalive_interval_secs`). Never for `authorization_code`, whose
+    /// grant a user gave once and must survive runs.
     pub revoke_on_exit: Option<bool>,
     /// The endpoint policy to stay under; default 1,000 calls per 60 s,
     /// the gateway's default quota.
@@ -53,9 +58,17 @@ impl ConnectionConfig {
             .max(1)
     }
 
-    pub fn revokes_on_exit(&self) -> bool {
-        self.revoke_on_exit
-            .unwrap_or(self.grant != Some(GrantName::AuthorizationCode))
+    /// Whether a process that ends revokes this connection's grant when it
+    /// is its last holder: a daemon (`serve`) by default; a one-shot run
+    /// (`run`, `whoami`, ...) only when asked, since the next run of a cron
+    /// job would need a new grant, except a SAML bearer grant, which is the
+    /// signed-in user's session and must not outlive it; a user's login
+    /// (`authorization_code`) never.
+    pub fn revokes_on_exit(&self, daemon: bool) -> bool {
+        self.grant != Some(GrantName::AuthorizationCode)
+            && self
+                .revoke_on_exit
+                .unwrap_or(daemon || self.grant == Some(GrantName::SamlBearer))
     }
 }
 
@@ -144,6 +157,15 @@ pub fn check_connections(
                 &table,
                 Some("max_payload_bytes"),
                 "must be at least 1; leave it out for the gateway's 10 MB limit",
+            );
+        }
+        if conn.grant == Some(GrantName::AuthorizationCode) && conn.revoke_on_exit == Some(true) {
+            problems.add(
+                &table,
+                Some("revoke_on_exit"),
+                "a user's login (grant = \"authorization_code\") is never revoked when a run \
+                 ends, or every run would need a new login; remove revoke_on_exit and end the \
+                 login with `ionflow logout` instead",
             );
         }
         if conn.timeout_secs.is_some_and(|t| t == 0 || t > 300) {

@@ -44,8 +44,9 @@ pub struct ResolvedConnection {
     pub source: IonapiSource,
     pub ionapi_json: Secret,
     pub options: ConnectionOptions,
-    /// Whether a command that ends should revoke the refresh token
-    /// (`revoke_on_exit` of a pipeline connection; true for a bare file).
+    /// Whether a one-shot command (`whoami`, `check-scope`) should revoke
+    /// the grant when it ends as its last holder: `revoke_on_exit` of a
+    /// pipeline connection; false (keep it for the next run) for a bare file.
     pub revoke_on_exit: bool,
 }
 
@@ -68,7 +69,7 @@ pub fn resolve(reference: &str, vars: &Variables) -> Result<ResolvedConnection, 
             source: IonapiSource::File(path.to_owned()),
             ionapi_json: json,
             options: default_options(),
-            revoke_on_exit: true,
+            revoke_on_exit: false,
         });
     }
     let text = std::fs::read_to_string(path)
@@ -122,7 +123,7 @@ pub fn from_pipeline(
                 source: IonapiSource::File(path),
                 ionapi_json: json,
                 options: default_options(),
-                revoke_on_exit: true,
+                revoke_on_exit: false,
             }
         }
         _ => {
@@ -137,7 +138,7 @@ pub fn from_pipeline(
     };
     resolved.label = name.to_owned();
     resolved.options = options(connection);
-    resolved.revoke_on_exit = connection.revokes_on_exit();
+    resolved.revoke_on_exit = connection.revokes_on_exit(false);
     resolved.options.saml_assertion =
         saml_assertion(name, connection, pipeline_file, base_dir, vars)?;
     Ok(resolved)
@@ -210,7 +211,7 @@ fn from_env(var: &str, named_in: &Path, context: &str) -> Result<ResolvedConnect
         source: IonapiSource::Env(var.to_owned()),
         ionapi_json: Secret::new(json),
         options: default_options(),
-        revoke_on_exit: true,
+        revoke_on_exit: false,
     })
 }
 

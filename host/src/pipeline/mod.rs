@@ -41,6 +41,7 @@ pub use transform::{JqFilter, JqLimits};
 
 use crate::config::{MAX_CONCURRENCY, MAX_JQ_MEMORY_MB, Problems, TransformConfig};
 use crate::credentials::{self, ResolvedConnection};
+use crate::grants::Grants;
 use crate::schedule::Schedule;
 use dead_letter::DeadLetter;
 use ionflow_runtime::{Connection, RateLimit, Runtime};
@@ -50,6 +51,26 @@ use sources::SourceContext;
 use stage::{Page, Stage, Transform};
 use state::Watermarks;
 use template::Templates;
+
+/// Who ends the grants a run uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Session {
+    /// The run is the process's whole session (`ionflow run`, `demo`): it
+    /// holds its grants while it runs and releases them at its end.
+    Once,
+    /// A run of `ionflow serve`, which holds the grants of its pipelines
+    /// from start-up to shutdown (`Pipeline::hold_grants`).
+    Served,
+}
+
+/// A grant held for one of a pipeline's connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldGrant {
+    /// Its token-store key.
+    pub key: String,
+    /// The `[connections.NAME]` it was held for.
+    pub connection: String,
+}
 
 /// The run was stopped by a signal before it finished.
 #[derive(Debug, thiserror::Error)]
@@ -384,27 +405,45 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Runs the pipeline once, then revokes the refresh tokens of the
-    /// connections configured to (the default), whether the run succeeded or not.
-    pub async fn run(&self, runtime: &Runtime, show_progress: bool) -> anyhow::Result<Summary> {
-        self.run_until(runtime, show_progress, std::future::pending())
-            .await
+    /// Runs the pipeline once as the whole of this process's session: it
+    /// holds each connection's grant while it runs and releases it at the
+    /// end ([`Session::Once`]), whether the run succeeded or not.
+    pub async fn run(
+        &self,
+        runtime: &Runtime,
+        grants: &Grants,
+        show_progress: bool,
+    ) -> anyhow::Result<Summary> {
+        self.run_until(
+            runtime,
+            grants,
+            Session::Once,
+            show_progress,
+            std::future::pending(),
+        )
+        .await
     }
 
     /// Like `run`, but stops when `stop` resolves (a signal): no output file
-    /// is completed, no watermark moves, and tokens are revoked.
+    /// is completed, no watermark moves, and the grants are released.
     pub async fn run_until(
         &self,
         runtime: &Runtime,
+        grants: &Grants,
+        session: Session,
         show_progress: bool,
         stop: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<Summary> {
         let connections = self.open_connections(runtime).await?;
+        let held = match session {
+            Session::Once => self.hold_grants(grants, &connections, false).await?,
+            Session::Served => Vec::new(),
+        };
         // A guest call cancelled midway leaves its instance unusable, so a
         // signal first raises a flag and the run stops at the next page
         // boundary. A page that does not end within STOP_GRACE (a call
         // waiting on the rate limit, a slow gateway) is abandoned, and the
-        // tokens are revoked through fresh instances instead.
+        // grants are released through fresh instances instead.
         const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
         let stopping = std::sync::atomic::AtomicBool::new(false);
         let run = self.run_with(&connections, show_progress, &stopping);
@@ -417,16 +456,17 @@ impl Pipeline {
                     Ok(outcome) => outcome,
                     Err(_) => {
                         tracing::warn!(pipeline = %self.name, "the current page did not end within {} s; abandoning it", STOP_GRACE.as_secs());
-                        match self.open_connections(runtime).await {
-                            Ok(fresh) => self.revoke(&fresh).await,
-                            Err(e) => tracing::warn!("could not reopen connections to revoke: {e:#}"),
-                        }
+                        let fresh = self.open_connections(runtime).await.unwrap_or_else(|e| {
+                            tracing::warn!("could not reopen connections to revoke; the grants are kept: {e:#}");
+                            BTreeMap::new()
+                        });
+                        self.release_grants(grants, &held, &fresh).await;
                         return Err(Interrupted.into());
                     }
                 }
             }
         };
-        self.revoke(&connections).await;
+        self.release_grants(grants, &held, &connections).await;
         let mut summary = outcome?;
         for connection in connections.values() {
             summary.api_calls += connection.stats().requests();
@@ -435,17 +475,49 @@ impl Pipeline {
         Ok(summary)
     }
 
-    /// Ends the grants of the connections that do not keep theirs, so that
-    /// no orphan refresh token outlives the run. A failure here is logged,
-    /// not fatal: the data has already moved.
-    pub async fn revoke(&self, connections: &BTreeMap<String, Arc<Connection>>) {
+    /// Holds the grant of each of `connections` for this process, each
+    /// with its connection's wish for the end (`revoke_on_exit`, as a
+    /// `daemon` or a one-shot run reads it). On failure nothing stays held.
+    pub async fn hold_grants(
+        &self,
+        grants: &Grants,
+        connections: &BTreeMap<String, Arc<Connection>>,
+        daemon: bool,
+    ) -> anyhow::Result<Vec<HeldGrant>> {
+        let mut held = Vec::new();
         for (name, connection) in connections {
-            if !self.config.connections[name].revokes_on_exit() {
-                continue;
+            let config = &self.config.connections[name];
+            let wait = crate::grants::join_wait(config.timeout_secs);
+            if let Err(e) = grants
+                .hold(connection, config.revokes_on_exit(daemon), wait)
+                .await
+            {
+                self.release_grants(grants, &held, &BTreeMap::new()).await;
+                return Err(anyhow::Error::new(e)
+                    .context(format!("connection `{name}`: holding its grant")));
             }
-            if let Err(e) = connection.revoke().await {
-                tracing::warn!(connection = %name, "could not revoke the refresh token: {e}");
-            }
+            held.push(HeldGrant {
+                key: crate::grants::key(connection).to_owned(),
+                connection: name.clone(),
+            });
+        }
+        Ok(held)
+    }
+
+    /// Lets go of grants held by `hold_grants`; a grant this process holds
+    /// last and was asked to revoke is revoked through its connection in
+    /// `connections` (and kept when that is missing).
+    pub async fn release_grants(
+        &self,
+        grants: &Grants,
+        held: &[HeldGrant],
+        connections: &BTreeMap<String, Arc<Connection>>,
+    ) {
+        for grant in held {
+            let via = connections
+                .get(&grant.connection)
+                .filter(|c| crate::grants::key(c) == grant.key);
+            grants.release(&grant.key, via.map(Arc::as_ref)).await;
         }
     }
 

@@ -3,6 +3,8 @@
 //! grants, a loopback status endpoint and a graceful shutdown. Each tick is
 //! claimed through the store (always granted by the file backend; once
 //! across workers with PostgreSQL, with a lease renewed while it runs).
+//! The worker holds its pipelines' grants from start-up to shutdown, so
+//! runs share one grant, and at shutdown revokes those it holds last.
 
 mod status;
 
@@ -18,8 +20,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{MissedRuns, Overlap};
+use crate::grants::Grants;
 use crate::pipeline::run_lock::RunLock;
-use crate::pipeline::{Pipeline, Variables};
+use crate::pipeline::{HeldGrant, Pipeline, Session, Variables};
 use crate::store::{Claim, RunState, Storage, TickLease};
 use ionflow_runtime::Runtime;
 pub use status::PipelineStatus;
@@ -93,6 +96,11 @@ pub async fn serve(
     }
     let (stop_sender, stop) = watch::channel(false);
     let ctx = Context {
+        grants: Arc::new(Grants::of(
+            options.storage.as_ref(),
+            Duration::from_secs_f64(options.lease_secs),
+        )),
+        held: Arc::new(tokio::sync::Mutex::new(BTreeMap::new())),
         runtime: runtime.clone(),
         storage: options.storage.clone(),
         statuses: statuses.clone(),
@@ -107,9 +115,16 @@ pub async fn serve(
         store = %options.storage.describe(),
         lease_secs = options.lease_secs,
     );
+    let pipelines: Vec<Arc<Pipeline>> = pipelines.into_iter().map(Arc::new).collect();
+    for pipeline in &pipelines {
+        // Held from now on; a pipeline whose connections cannot open yet
+        // tries again before each of its runs.
+        if let Err(e) = hold_grants(&ctx, pipeline).await {
+            tracing::warn!(target: "ionflow::serve", pipeline = %pipeline.name, "{e:#}");
+        }
+    }
     let mut schedulers = Vec::new();
-    for pipeline in pipelines {
-        let pipeline = Arc::new(pipeline);
+    for pipeline in pipelines.iter().cloned() {
         tracing::info!(
             target: "ionflow::serve",
             event = "scheduled",
@@ -142,7 +157,46 @@ pub async fn serve(
             task.abort();
         }
     }
+    release_grants(&ctx, &pipelines).await;
     Ok(())
+}
+
+/// Holds the grants of `pipeline`'s connections for the life of this
+/// worker, once, each with its connection's wish for shutdown
+/// (`revoke_on_exit`: revoke by default).
+async fn hold_grants(ctx: &Context, pipeline: &Pipeline) -> anyhow::Result<()> {
+    let mut held = ctx.held.lock().await;
+    if held.contains_key(&pipeline.name) {
+        return Ok(());
+    }
+    let connections = pipeline.open_connections(&ctx.runtime).await?;
+    let grants = pipeline
+        .hold_grants(&ctx.grants, &connections, true)
+        .await?;
+    held.insert(pipeline.name.clone(), grants);
+    Ok(())
+}
+
+/// At shutdown: lets go of every grant this worker holds; a grant it holds
+/// last, and was asked to revoke, is revoked through a fresh connection (a
+/// run's instances may have been abandoned midway).
+async fn release_grants(ctx: &Context, pipelines: &[Arc<Pipeline>]) {
+    let mut held = ctx.held.lock().await;
+    for pipeline in pipelines {
+        let Some(grants) = held.remove(&pipeline.name) else {
+            continue;
+        };
+        let connections = pipeline
+            .open_connections(&ctx.runtime)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(target: "ionflow::serve", pipeline = %pipeline.name, "could not reopen connections to revoke; the grants are kept: {e:#}");
+                BTreeMap::new()
+            });
+        pipeline
+            .release_grants(&ctx.grants, &grants, &connections)
+            .await;
+    }
 }
 
 /// Resolves once the stop flag is raised.
@@ -154,6 +208,9 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 #[derive(Clone)]
 struct Context {
     runtime: Arc<Runtime>,
+    grants: Arc<Grants>,
+    /// The grants held for each pipeline, by name, until shutdown.
+    held: Arc<tokio::sync::Mutex<BTreeMap<String, Vec<HeldGrant>>>>,
     storage: Arc<dyn Storage>,
     statuses: Statuses,
     state_dir: PathBuf,
@@ -485,7 +542,14 @@ async fn run_once(
             () = lease_lost => {}
         }
     };
-    let outcome = pipeline.run_until(&ctx.runtime, false, stop_run).await;
+    let outcome = match hold_grants(&ctx, &pipeline).await {
+        Ok(()) => {
+            pipeline
+                .run_until(&ctx.runtime, &ctx.grants, Session::Served, false, stop_run)
+                .await
+        }
+        Err(e) => Err(e),
+    };
     let ended = Utc::now();
     match &outcome {
         Ok(summary) => tracing::info!(
@@ -539,7 +603,7 @@ async fn keepalive(
         .config
         .connections
         .iter()
-        .filter(|(_, c)| !c.revokes_on_exit())
+        .filter(|(_, c)| !c.revokes_on_exit(true))
         .map(|(name, c)| {
             (
                 name.clone(),

@@ -9,12 +9,14 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 
+use super::holders::{FileHolders, GrantHolders};
 use super::{Claim, LapsedRun, Result, RunState, ScheduleStatus, Storage, StorageError, TickLease};
 use ionflow_runtime::capabilities::{FileTokenStore, TokenStore};
 
 pub struct FileStorage {
     dir: PathBuf,
     tokens: Arc<FileTokenStore>,
+    holders: Arc<FileHolders>,
     /// Read-modify-write of status files by this process's schedulers.
     status_lock: Mutex<()>,
 }
@@ -30,6 +32,7 @@ impl FileStorage {
         })?;
         Ok(FileStorage {
             dir: state_dir.to_owned(),
+            holders: Arc::new(FileHolders::new(&tokens_dir)),
             tokens: Arc::new(tokens),
             status_lock: Mutex::new(()),
         })
@@ -110,6 +113,11 @@ impl Storage for FileStorage {
 
     fn tokens(&self) -> Arc<dyn TokenStore> {
         self.tokens.clone()
+    }
+
+    /// OS locks need no lease: the kernel ends a dead process's hold.
+    fn grant_holders(&self, _lease: std::time::Duration) -> Arc<dyn GrantHolders> {
+        self.holders.clone()
     }
 
     fn load_state<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>>> {

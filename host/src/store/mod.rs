@@ -1,9 +1,11 @@
-//! Where ionflow keeps what outlives a process: the token store, pipeline
-//! state (watermarks) and schedule leases, behind one small trait with two
-//! implementations: files under the state folder (the default, one machine)
-//! and PostgreSQL (`store = "postgres://..."`, many workers).
+//! Where ionflow keeps what outlives a process: the token store and the
+//! holders of each grant, pipeline state (watermarks) and schedule leases,
+//! behind one small trait with two implementations: files under the state
+//! folder (the default, one machine) and PostgreSQL
+//! (`store = "postgres://..."`, many workers).
 
 mod file;
+pub mod holders;
 mod postgres;
 pub mod setting;
 
@@ -14,6 +16,7 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 pub use file::FileStorage;
+pub use holders::{GrantHolders, LocalHolders};
 use ionflow_runtime::capabilities::TokenStore;
 pub use postgres::PostgresStorage;
 pub use setting::{MaskedUrl, StoreSetting};
@@ -109,6 +112,10 @@ pub trait Storage: Send + Sync + 'static {
     /// Whether claims are shared by several workers (PostgreSQL).
     fn shared(&self) -> bool;
     fn tokens(&self) -> Arc<dyn TokenStore>;
+    /// Who holds which grant, across every process sharing this store. A
+    /// holder that stops renewing its hold is gone after `lease` (where
+    /// the store cannot tell a dead process at once). Call once per process.
+    fn grant_holders(&self, lease: std::time::Duration) -> Arc<dyn GrantHolders>;
 
     /// The saved state JSON of a pipeline (`key` is the pipeline's state key).
     fn load_state<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>>>;

@@ -4,6 +4,7 @@
 //! dead worker's run to another.
 
 mod db;
+mod holders;
 mod migrate;
 mod tokens;
 
@@ -12,14 +13,17 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
+use super::holders::GrantHolders;
 use super::{Claim, LapsedRun, MaskedUrl, Result, RunState, ScheduleStatus, Storage, TickLease};
 use db::Db;
+use holders::PostgresHolders;
 use ionflow_runtime::capabilities::TokenStore;
 pub use tokens::PostgresTokenStore;
 
 pub struct PostgresStorage {
     db: Arc<Db>,
     tokens: Arc<PostgresTokenStore>,
+    worker: String,
 }
 
 impl PostgresStorage {
@@ -30,6 +34,7 @@ impl PostgresStorage {
         Ok(PostgresStorage {
             tokens: Arc::new(PostgresTokenStore::new(db.clone(), worker)),
             db,
+            worker: worker.to_owned(),
         })
     }
 }
@@ -45,6 +50,10 @@ impl Storage for PostgresStorage {
 
     fn tokens(&self) -> Arc<dyn TokenStore> {
         self.tokens.clone()
+    }
+
+    fn grant_holders(&self, lease: std::time::Duration) -> Arc<dyn GrantHolders> {
+        Arc::new(PostgresHolders::new(self.db.clone(), &self.worker, lease))
     }
 
     fn load_state<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>>> {

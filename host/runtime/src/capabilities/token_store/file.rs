@@ -53,8 +53,10 @@ impl FileTokenStore {
         &self.dir
     }
 
-    /// Keys contain tenant and client ids; file names get a digest instead.
-    fn stem(key: &str) -> String {
+    /// The file-name stem of `key`'s files. Keys contain tenant and client
+    /// ids, so names carry a digest instead; public so that other files
+    /// about a key (the host's grant holders) sit beside its entry.
+    pub fn stem(key: &str) -> String {
         let digest = Sha256::digest(key.as_bytes());
         digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
     }
