@@ -310,12 +310,7 @@ impl Session {
 
     pub fn call(&self, request: gateway::Request) -> Result<gateway::Response, ConnectorError> {
         let path = request.path.trim();
-        if path.contains(['?', '#']) || path.contains("://") || path.split('/').any(|s| s == "..") {
-            return Err(ConnectorError::InvalidOptions(format!(
-                "path `{path}` must be a product path below {{iu}}/{{ti}}/ such as \
-                 M3/m3api-rest/v2/execute/MMS200MI/LstItmByItm, with query parameters passed separately"
-            )));
-        }
+        check_request_target(path, &request.query)?;
         if request
             .headers
             .iter()
@@ -382,13 +377,16 @@ impl Session {
                      app is active, and that the service account's IFS user is enabled"
                 )));
             }
+            // A page that echoes the request shows the bearer token too.
+            let mut secrets = self.creds.secrets();
+            secrets.push(&token.access_token);
             response::check_business_status(
                 response.status,
                 &response.headers,
                 &response.body,
                 path,
                 size,
-                &self.creds.secrets(),
+                &secrets,
                 host::now_unix(),
             )?;
             return Ok(gateway::Response {
@@ -398,6 +396,30 @@ impl Session {
             });
         }
     }
+}
+
+/// Every business call stays below `{iu}/{ti}/`: the path and the query
+/// parameter names are checked before a URL is built from them, so a
+/// refused request is never sent, with or without the tenant's token.
+fn check_request_target(path: &str, query: &[(String, String)]) -> Result<(), ConnectorError> {
+    use crate::url::{check_product_path, check_query_name, quoted};
+    check_product_path(path).map_err(|why| {
+        ConnectorError::InvalidOptions(format!(
+            "the request path {} {why}. A gateway path must stay below {{iu}}/{{ti}}/: \
+             write the product path itself, such as M3/m3api-rest/v2/execute/MMS200MI/LstItmByItm",
+            quoted(path)
+        ))
+    })?;
+    for (name, _) in query {
+        check_query_name(name).map_err(|why| {
+            ConnectorError::InvalidOptions(format!(
+                "the query parameter name {} of path {} {why}",
+                quoted(name),
+                quoted(path)
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// `auth.inspect`: the lint findings plus the description `open` would give.
@@ -530,11 +552,13 @@ impl auth::GuestConnection for Session {
                 timeout_ms: self.timeout_ms,
             })?;
             if !(200..300).contains(&response.status) {
+                let sent = oauth::sent_secrets(&self.creds, None, Some(token));
+                let sent: Vec<&Secret> = sent.iter().collect();
                 return Err(ConnectorError::Protocol(format!(
                     "revocation endpoint {} answered HTTP {}: {}",
                     post.url,
                     response.status,
-                    response::body_excerpt(&response.body, &self.creds.secrets())
+                    response::body_excerpt(&response.body, &sent)
                 ))
                 .into());
             }

@@ -27,7 +27,7 @@ pub(super) enum Target {
         path: String,
     },
     Http {
-        client: reqwest::Client,
+        client: http::HttpClient,
         url: String,
         timeout: Duration,
     },
