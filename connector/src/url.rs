@@ -170,7 +170,7 @@ pub fn check_product_path(path: &str) -> Result<(), String> {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
     });
     if path.contains("://") || path.starts_with("//") || scheme_like {
-        return Err("is an absolute URL; give the product path below {iu}/{ti}/ only".into());
+        return Err("is an absolute URL".into());
     }
     // One leading and one trailing slash are how people write paths; the
     // join drops them. Anything else between slashes must be a real name.
@@ -183,15 +183,12 @@ pub fn check_product_path(path: &str) -> Result<(), String> {
         }
         if layer.contains('\\') {
             return Err(format!(
-                "contains a backslash{encoded}, which servers read as `/`; separate segments with `/`"
+                "contains a backslash{encoded}, which servers read as `/`"
             ));
         }
         // `{iu}/{ti}` itself is inside the tenant.
         if !inner.is_empty() && layer.split('/').any(is_dot_or_blank_segment) {
-            return Err(format!(
-                "has a `.`, `..` or empty segment{encoded}, which would leave {{iu}}/{{ti}}/; \
-                 write the product path without dot segments or doubled slashes"
-            ));
+            return Err(format!("has a `.`, `..` or empty segment{encoded}"));
         }
     }
     Ok(())
@@ -220,11 +217,18 @@ pub fn check_query_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A value from a request, quoted for an error message: control characters
-/// escaped, long values cut.
+/// A value from a request, quoted for an error message as it was written:
+/// only control characters are escaped, and long values are cut.
 pub fn quoted(value: &str) -> String {
     const MAX: usize = 160;
-    let mut shown: String = value.chars().take(MAX).collect::<String>().escape_debug().to_string();
+    let mut shown = String::new();
+    for c in value.chars().take(MAX) {
+        if c.is_control() {
+            shown.extend(c.escape_default());
+        } else {
+            shown.push(c);
+        }
+    }
     if value.chars().count() > MAX {
         shown.push_str("...");
     }
@@ -401,6 +405,7 @@ mod tests {
     #[test]
     fn quoted_values_are_escaped_and_cut() {
         assert_eq!(quoted("a\nb"), "`a\\nb`");
+        assert_eq!(quoted("M3\\..\\x"), "`M3\\..\\x`");
         assert!(quoted(&"x".repeat(500)).ends_with("...`"));
     }
 }

@@ -123,6 +123,7 @@ kind = "m3_list"
 connection = "m3"
 program = "MMS200MI"
 transaction = "LstItmByItm"
+key_field = "ITNO"
 page_size = 5
 [[sinks]]
 kind = "file"

@@ -316,7 +316,7 @@ impl Session {
             .iter()
             .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
         {
-            return Err(ConnectorError::InvalidOptions(
+            return Err(ConnectorError::InvalidRequest(
                 "the Authorization header is set by the connector; remove it from the request"
                     .into(),
             ));
@@ -404,16 +404,17 @@ impl Session {
 fn check_request_target(path: &str, query: &[(String, String)]) -> Result<(), ConnectorError> {
     use crate::url::{check_product_path, check_query_name, quoted};
     check_product_path(path).map_err(|why| {
-        ConnectorError::InvalidOptions(format!(
-            "the request path {} {why}. A gateway path must stay below {{iu}}/{{ti}}/: \
-             write the product path itself, such as M3/m3api-rest/v2/execute/MMS200MI/LstItmByItm",
+        ConnectorError::InvalidRequest(format!(
+            "the request path {} {why}. A gateway path must stay below {{iu}}/{{ti}}/: write the \
+             product path itself, with `/` between its segments and no `.` or `..` segment in any \
+             spelling, such as M3/m3api-rest/v2/execute/MMS200MI/LstItmByItm",
             quoted(path)
         ))
     })?;
     for (name, _) in query {
         check_query_name(name).map_err(|why| {
-            ConnectorError::InvalidOptions(format!(
-                "the query parameter name {} of path {} {why}",
+            ConnectorError::InvalidRequest(format!(
+                "the query parameter name {} (path {}) {why}",
                 quoted(name),
                 quoted(path)
             ))
