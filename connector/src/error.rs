@@ -7,6 +7,11 @@ pub enum ConnectorError {
     InvalidCredentialsFile(String),
     #[error("invalid connection options: {0}")]
     InvalidOptions(String),
+    /// A business call the connector will not send as asked (a path that
+    /// leaves `{iu}/{ti}/`, an Authorization header of its own). The WIT
+    /// contract reports it as `invalid-options`: a configuration error.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
     #[error("unauthorized (401): {0}")]
     Unauthorized(String),
     #[error("forbidden (403): {0}")]

@@ -118,6 +118,50 @@ pub struct FormPost {
     pub body: String,
 }
 
+/// The HTTP Basic credential of the client, `base64(id:secret)` over the
+/// form-encoded id and secret (RFC 6749 2.3.1).
+fn basic_credential(creds: &Credentials) -> Secret {
+    let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let pair = format!(
+        "{}:{}",
+        encode(&creds.client_id),
+        encode(creds.client_secret.expose())
+    );
+    Secret::new(base64::engine::general_purpose::STANDARD.encode(pair))
+}
+
+/// Every secret value a token or revocation request of this connection
+/// puts on the wire: the file's secrets, the client's Basic credential,
+/// what the grant spends (refresh token, code, PKCE verifier, the SAML
+/// assertion raw and as sent), and the token being revoked. Whatever the
+/// endpoint answers is scrubbed of all of them, in every spelling, before
+/// it reaches an error or a log: some servers echo the form they got.
+pub fn sent_secrets(
+    creds: &Credentials,
+    spent: Option<&TokenGrant>,
+    revoked: Option<&Secret>,
+) -> Vec<Secret> {
+    let mut sent: Vec<Secret> = creds.secrets().into_iter().cloned().collect();
+    let basic = basic_credential(creds);
+    let unpadded = basic.expose().trim_end_matches('=').to_owned();
+    sent.push(Secret::new(unpadded));
+    sent.push(basic);
+    match spent {
+        Some(TokenGrant::Refresh(token)) => sent.push((*token).clone()),
+        Some(TokenGrant::AuthorizationCode { code, verifier, .. }) => {
+            sent.push((*code).clone());
+            sent.push((*verifier).clone());
+        }
+        Some(TokenGrant::SamlBearer(assertion)) => {
+            sent.push(Secret::new(base64url(assertion.expose().as_bytes())));
+            sent.push((*assertion).clone());
+        }
+        Some(TokenGrant::BackendService(_) | TokenGrant::ClientCredentials) | None => {}
+    }
+    sent.extend(revoked.cloned());
+    sent
+}
+
 fn form_post(
     url: String,
     creds: &Credentials,
@@ -141,15 +185,11 @@ fn form_post(
             form.append_pair("client_secret", creds.client_secret.expose());
         }
         ClientAuth::Basic => {
-            let encode =
-                |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-            let pair = format!(
-                "{}:{}",
-                encode(&creds.client_id),
-                encode(creds.client_secret.expose())
-            );
-            let basic = base64::engine::general_purpose::STANDARD.encode(pair);
-            headers.push(("authorization".to_string(), format!("Basic {basic}")));
+            let basic = basic_credential(creds);
+            headers.push((
+                "authorization".to_string(),
+                format!("Basic {}", basic.expose()),
+            ));
         }
     }
     FormPost {
@@ -282,7 +322,8 @@ pub fn parse_token_response(
     spent: &TokenGrant,
     now: u64,
 ) -> Result<TokenSet, ConnectorError> {
-    let secrets = creds.secrets();
+    let sent = sent_secrets(creds, Some(spent), None);
+    let secrets: Vec<&Secret> = sent.iter().collect();
     if status == 429 {
         return Err(ConnectorError::RateLimited {
             retry_after_secs: retry_after_secs(headers, now),
@@ -304,7 +345,9 @@ pub fn parse_token_response(
                 )));
             }
         };
-        let description = scrub(&description, secrets);
+        let description = scrub(&description, secrets.iter().copied());
+        // The code is the server's text too: an echo can land in it.
+        let code = scrub(&code, secrets.iter().copied());
         let detail = if description.is_empty() {
             code.clone()
         } else {
@@ -348,7 +391,8 @@ pub fn parse_token_response(
 
     let response: TokenResponse = serde_json::from_slice(body).map_err(|e| {
         ConnectorError::Protocol(format!(
-            "the token endpoint's answer is not a valid token response ({e})"
+            "the token endpoint's answer is not a valid token response ({})",
+            scrub(&e.to_string(), secrets.iter().copied())
         ))
     })?;
     let access_token = response
@@ -360,7 +404,8 @@ pub fn parse_token_response(
     let token_type = response.token_type.unwrap_or_else(|| "Bearer".into());
     if !token_type.eq_ignore_ascii_case("bearer") {
         return Err(ConnectorError::Protocol(format!(
-            "the token endpoint issued a `{token_type}` token; only Bearer tokens are supported"
+            "the token endpoint issued a `{}` token; only Bearer tokens are supported",
+            scrub(&token_type, secrets.iter().copied())
         )));
     }
     // Some servers send expires_in as a string.
@@ -576,6 +621,77 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("access_token"));
+    }
+
+    /// An endpoint that echoes the whole request (form body and the Basic
+    /// header) in its error page, as HTML, as an OAuth error or in `error`
+    /// itself: no secret the request carried comes back in any spelling.
+    #[test]
+    fn echoed_requests_leave_no_secret_in_errors() {
+        let c = creds();
+        let sa = c.service_account.clone().unwrap();
+        let refresh = Secret::new("rt-#&+/= 0123456789");
+        let assertion = Secret::new("<saml:Assertion ID=\"x\">signed</saml:Assertion>");
+        let grants = [
+            TokenGrant::BackendService(&sa),
+            TokenGrant::Refresh(&refresh),
+            TokenGrant::SamlBearer(&assertion),
+        ];
+        let mut secrets: Vec<String> = vec![
+            "cs/+=secret".into(),
+            "T#ke y+/=".into(),
+            "s#&%+/=ask".into(),
+            refresh.expose().into(),
+            assertion.expose().into(),
+        ];
+        for grant in &grants {
+            for auth in [ClientAuth::Form, ClientAuth::Basic] {
+                let post = token_request(&c, grant, auth);
+                let header = post
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k == "authorization")
+                    .map_or("", |(_, v)| v.as_str());
+                let echo = format!("{} {header}", post.body);
+                for pair in form_urlencoded::parse(post.body.as_bytes()) {
+                    if pair.0 != "grant_type" && pair.0 != "client_id" {
+                        secrets.push(pair.1.into_owned());
+                    }
+                }
+                if let Some(basic) = header.strip_prefix("Basic ") {
+                    secrets.push(basic.to_owned());
+                }
+                let pages = [
+                    (400, format!("<html><body>Bad request: {echo}</body></html>")),
+                    (
+                        400,
+                        serde_json::json!({"error": "invalid_request", "error_description": echo})
+                            .to_string(),
+                    ),
+                    (401, serde_json::json!({"error": echo}).to_string()),
+                    (200, serde_json::json!({"access_token": "a", "token_type": echo}).to_string()),
+                ];
+                for (status, page) in pages {
+                    let e = parse_token_response(
+                        &c,
+                        status,
+                        &[],
+                        page.as_bytes(),
+                        Grant::BackendService,
+                        grant,
+                        0,
+                    )
+                    .unwrap_err()
+                    .to_string();
+                    assert!(e.contains("*****"), "the echo was seen: {e}");
+                    for secret in &secrets {
+                        for spelling in crate::secret::spellings(secret) {
+                            assert!(!e.contains(&spelling), "{spelling} leaked: {e}");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -74,11 +74,17 @@ pub fn body_excerpt(body: &[u8], secrets: &[&Secret]) -> String {
     if text.is_empty() {
         return "(empty body)".into();
     }
-    let mut cut: String = text.chars().take(MAX).collect();
+    // Scrubbed before it is cut, so that a secret straddling the cut does
+    // not leave its first half behind: the window holds any secret that
+    // starts inside the excerpt whole.
+    let longest = secrets.iter().map(|s| s.expose().len() * 6).max().unwrap_or(0);
+    let window: String = text.chars().take(MAX + longest).collect();
+    let scrubbed = scrub(&window, secrets.iter().copied());
+    let mut cut: String = scrubbed.chars().take(MAX).collect();
     if text.chars().count() > MAX {
         cut.push_str("...");
     }
-    scrub(&cut, secrets.iter().copied())
+    cut
 }
 
 /// The `error_description` (or `error`) of a `WWW-Authenticate: Bearer ...` header.
@@ -290,5 +296,9 @@ mod tests {
         let body = format!("{}supersecretvalue", "x".repeat(10));
         assert_eq!(body_excerpt(body.as_bytes(), &[&secret]), "xxxxxxxxxx*****");
         assert!(body_excerpt(&[b'a'; 1000], &[]).len() < 310);
+        // A secret across the cut leaves no first half behind.
+        let straddling = format!("{}supersecretvalue", "x".repeat(295));
+        let excerpt = body_excerpt(straddling.as_bytes(), &[&secret]);
+        assert!(excerpt.contains("*****") && !excerpt.contains("super"), "{excerpt}");
     }
 }

@@ -81,3 +81,105 @@ async fn a_wrong_service_account_secret_is_an_auth_error() {
     );
     sim.shutdown().await;
 }
+
+/// A `.ionapi` path (or a SAML assertion file) that is not a regular file
+/// of a sane size is refused at once with exit 2, naming the file and the
+/// fix, before anything is read from it: `/dev/zero` would never end, a
+/// FIFO with no writer would block forever, a 50 MB file would be read
+/// whole. A symbolic link to a regular file is still fine.
+#[tokio::test]
+async fn special_and_oversized_credentials_files_are_refused_at_once() {
+    let sim = simulator(10).await;
+    let (dir, ionapi) = workdir(&sim);
+
+    let linked = dir.path().join("linked.ionapi");
+    std::os::unix::fs::symlink(&ionapi, &linked).unwrap();
+    let result = run(ionflow().arg("whoami").arg(&linked)).await;
+    assert_eq!(result.code, 0, "a link to a file: {}", result.all_output());
+
+    let zero = dir.path().join("zero.ionapi");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let fifo = dir.path().join("fifo.ionapi");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success(), "mkfifo");
+    let huge = dir.path().join("huge.ionapi");
+    let file = std::fs::File::create(&huge).unwrap();
+    file.set_len(50 * 1024 * 1024).unwrap();
+    let folder = dir.path().join("folder.ionapi");
+    std::fs::create_dir(&folder).unwrap();
+
+    let cases = [
+        (&zero, "a device, not a regular file"),
+        (&fifo, "a FIFO (named pipe), not a regular file"),
+        (&huge, "larger than the limit of 1048576 bytes"),
+        (&folder, "a folder, not a regular file"),
+    ];
+    for (path, expected) in cases {
+        let pipeline = dir.path().join("special.toml");
+        std::fs::write(
+            &pipeline,
+            std::fs::read_to_string(items_pipeline(dir.path(), &ionapi, 5))
+                .unwrap()
+                .replace(&ionapi.display().to_string(), &path.display().to_string()),
+        )
+        .unwrap();
+        for args in [
+            vec!["whoami".to_string(), path.display().to_string()],
+            vec!["run".to_string(), pipeline.display().to_string()],
+        ] {
+            let started = std::time::Instant::now();
+            let result = tokio::time::timeout(
+                std::time::Duration::from_secs(30),
+                run(ionflow().args(&args)),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("{args:?} hung"));
+            eprintln!("{args:?}: exit {} after {:?}", result.code, started.elapsed());
+            assert_eq!(result.code, 2, "{args:?}: {}", result.all_output());
+            assert!(
+                result.stderr.contains(expected)
+                    && result.stderr.contains(&path.display().to_string())
+                    && result.stderr.contains("regular file"),
+                "{args:?}: names the file, the problem and the fix: {}",
+                result.stderr
+            );
+        }
+    }
+
+    // The SAML assertion file of a saml_bearer connection, as a FIFO.
+    let saml = dir.path().join("saml.toml");
+    std::fs::write(
+        &saml,
+        format!(
+            r#"
+[connections.user]
+ionapi_file = "{}"
+grant = "saml_bearer"
+saml_assertion_file = "{}"
+[source]
+kind = "gateway"
+connection = "user"
+path = "ifsservice/usermgt/v2/users/me"
+[[sinks]]
+kind = "stdout"
+"#,
+            ionapi.display(),
+            fifo.display()
+        ),
+    )
+    .unwrap();
+    let result = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        run(ionflow().arg("run").arg(&saml)),
+    )
+    .await
+    .expect("a FIFO as SAML assertion hung the run");
+    assert_eq!(result.code, 2, "{}", result.all_output());
+    assert!(
+        result.stderr.contains("saml_assertion_file") && result.stderr.contains("FIFO"),
+        "{}",
+        result.stderr
+    );
+    assert_eq!(sim.counters().token_requests.saml_bearer, 0);
+    sim.shutdown().await;
+}

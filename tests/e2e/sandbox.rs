@@ -143,6 +143,7 @@ async fn a_runaway_or_crashing_connector_fails_its_call_and_the_host_carries_on(
         .with_limits(SandboxLimits {
             memory_bytes: 32 * 1024 * 1024,
             call_deadline: Some(deadline),
+            ..SandboxLimits::default()
         });
     let open = || runtime.open("fixture", "{}", default_options());
 

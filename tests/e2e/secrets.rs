@@ -261,3 +261,258 @@ fn longest_hex_run(text: &str) -> usize {
     }
     longest
 }
+
+/// What the echoing identity provider was sent: each request's form body
+/// and Authorization header, as they came over the wire.
+#[derive(Default)]
+struct Received {
+    bodies: Vec<String>,
+    authorizations: Vec<String>,
+}
+
+/// How the echoing token endpoint answers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Echo {
+    /// A 400 HTML page quoting the form and the Authorization header.
+    Html,
+    /// A 400 OAuth error whose description quotes them.
+    Description,
+    /// A 401 whose `error` code is the echo itself.
+    ErrorCode,
+    /// Tokens are issued; the revocation endpoint answers 500 with the echo.
+    RevocationOnly,
+}
+
+struct EchoServer {
+    addr: std::net::SocketAddr,
+    mode: std::sync::Arc<std::sync::Mutex<Echo>>,
+    received: std::sync::Arc<std::sync::Mutex<Received>>,
+}
+
+async fn echo_server() -> EchoServer {
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::response::IntoResponse;
+    use std::sync::{Arc, Mutex};
+
+    let mode = Arc::new(Mutex::new(Echo::Html));
+    let received = Arc::new(Mutex::new(Received::default()));
+    let record = {
+        let received = received.clone();
+        move |headers: &HeaderMap, body: &str| {
+            let auth = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            let mut r = received.lock().unwrap();
+            r.bodies.push(body.to_owned());
+            r.authorizations.push(auth.clone());
+            format!("{body} Authorization: {auth}")
+        }
+    };
+    let html = |echo: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            [(header::CONTENT_TYPE, "text/html")],
+            format!("<html><body><h1>Bad Request</h1><p>We received: {echo}</p></body></html>"),
+        )
+            .into_response()
+    };
+    let token = {
+        let (mode, record) = (mode.clone(), record.clone());
+        move |headers: HeaderMap, body: String| {
+            let (mode, record) = (mode.clone(), record.clone());
+            async move {
+                let echo = record(&headers, &body);
+                match *mode.lock().unwrap() {
+                    Echo::Html => html(&echo),
+                    Echo::Description => (
+                        StatusCode::BAD_REQUEST,
+                        axum::Json(serde_json::json!({
+                            "error": "invalid_request",
+                            "error_description": format!("unexpected parameters: {echo}")
+                        })),
+                    )
+                        .into_response(),
+                    Echo::ErrorCode => (
+                        StatusCode::UNAUTHORIZED,
+                        axum::Json(serde_json::json!({ "error": echo })),
+                    )
+                        .into_response(),
+                    Echo::RevocationOnly => axum::Json(serde_json::json!({
+                        "access_token": "echo-test-access-token-0123456789abcdef",
+                        "token_type": "Bearer",
+                        "expires_in": 3600,
+                        "refresh_token": "echo-test-refresh#token+/=0123456789"
+                    }))
+                    .into_response(),
+                }
+            }
+        }
+    };
+    let revoke = move |headers: HeaderMap, body: String| {
+        let record = record.clone();
+        async move {
+            let echo = record(&headers, &body);
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                [(header::CONTENT_TYPE, "text/html")],
+                format!("<pre>revocation failed for {echo}</pre>"),
+            )
+                .into_response()
+        }
+    };
+    let app = axum::Router::new()
+        .route("/T/as/token.oauth2", axum::routing::post(token))
+        .route("/T/as/revoke_token.oauth2", axum::routing::post(revoke))
+        .route(
+            "/T/{*rest}",
+            axum::routing::get(|| async { axum::Json(serde_json::json!({"userlist": []})) }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    EchoServer {
+        addr,
+        mode,
+        received,
+    }
+}
+
+/// `%2F` as `%2f`: the same bytes, spelled by a server that lowercases escapes.
+fn lower_hex(value: &str) -> String {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let escape = rest.get(at..at + 3).unwrap_or(&rest[at..]);
+        out.push_str(&escape.to_ascii_lowercase());
+        rest = &rest[at + escape.len()..];
+    }
+    out + rest
+}
+
+fn form_decode(value: &str) -> String {
+    let bytes = value.replace('+', " ").into_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = std::str::from_utf8(bytes.get(i + 1..i + 3).unwrap_or(b""))
+            .ok()
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A token endpoint (and a revocation endpoint) that echoes the request in
+/// its error: nothing secret the request carried reaches ionflow's output,
+/// raw, form-encoded (in either hex case) or as the Basic credential.
+#[tokio::test]
+async fn a_token_endpoint_that_echoes_the_form_leaks_nothing() {
+    let server = echo_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ionapi = dir.path().join("echo.ionapi");
+    let json = serde_json::json!({
+        "ti": "T", "cn": "echo", "ci": "T~echo-client",
+        "cs": "client#secret+/=&%value-0123456789",
+        "iu": format!("http://127.0.0.1:{}", server.addr.port()),
+        "pu": format!("http://127.0.0.1:{}/T/as/", server.addr.port()),
+        "ot": "token.oauth2", "or": "revoke_token.oauth2",
+        "saak": "TENANT#SAAK-key+/=0123456789",
+        "sask": "sask#secret & value+/=0123456789"
+    });
+    std::fs::write(&ionapi, json.to_string()).unwrap();
+    crate::support::chmod(&ionapi, 0o600);
+    let basic = dir.path().join("basic.toml");
+    std::fs::write(
+        &basic,
+        format!(
+            "[connections.c]\nionapi_file = \"{}\"\nclient_auth = \"basic\"\n",
+            ionapi.display()
+        ),
+    )
+    .unwrap();
+    let connections = [
+        ionapi.display().to_string(),
+        format!("{}#c", basic.display()),
+    ];
+
+    let mut outputs = Vec::new();
+    for mode in [Echo::Html, Echo::Description, Echo::ErrorCode, Echo::RevocationOnly] {
+        *server.mode.lock().unwrap() = mode;
+        for connection in &connections {
+            for format in ["text", "json"] {
+                let state = tempfile::tempdir().unwrap();
+                let result = run(ionflow()
+                    .args(["whoami", connection, "-vvv", "--log-format", format])
+                    .env("IONFLOW_LOG", "trace")
+                    .env("IONFLOW_STATE_DIR", state.path()))
+                .await;
+                if mode == Echo::RevocationOnly {
+                    assert_eq!(result.code, 0, "{}", result.all_output());
+                    assert!(
+                        result.stderr.contains("revocation endpoint"),
+                        "the failed revocation is reported: {}",
+                        result.stderr
+                    );
+                } else {
+                    assert_ne!(result.code, 0, "{}", result.all_output());
+                }
+                assert!(
+                    result.all_output().contains("*****"),
+                    "the echo reached the output, masked: {}",
+                    result.all_output()
+                );
+                outputs.push(result.all_output());
+            }
+        }
+    }
+
+    // Every secret value as it went over the wire and as it reads decoded.
+    let received = server.received.lock().unwrap();
+    let mut secrets: Vec<String> = vec![
+        json["cs"].as_str().unwrap().into(),
+        json["saak"].as_str().unwrap().into(),
+        json["sask"].as_str().unwrap().into(),
+        "echo-test-access-token-0123456789abcdef".into(),
+        "echo-test-refresh#token+/=0123456789".into(),
+    ];
+    for body in &received.bodies {
+        for pair in body.split('&') {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if !matches!(name, "grant_type" | "client_id" | "token_type_hint") {
+                secrets.push(value.to_owned());
+                secrets.push(lower_hex(value));
+                secrets.push(form_decode(value));
+            }
+        }
+    }
+    for auth in &received.authorizations {
+        if let Some(credential) = auth.strip_prefix("Basic ") {
+            secrets.push(credential.to_owned());
+        }
+    }
+    assert!(
+        received.authorizations.iter().any(|a| a.starts_with("Basic ")),
+        "both client authentications were tried"
+    );
+    assert!(
+        received.bodies.iter().any(|b| b.contains("token_type_hint")),
+        "a revocation was echoed"
+    );
+    let secrets: Vec<String> = secrets.into_iter().filter(|s| s.len() >= 8).collect();
+    assert!(secrets.iter().any(|s| s.contains("%23")), "form-encoded spellings are checked");
+    for output in &outputs {
+        assert_no_secret(output, &secrets, "the output of a run against an echoing endpoint");
+    }
+}

@@ -40,7 +40,9 @@ impl From<ConnectorError> for types::Error {
         let message = e.to_string();
         match e {
             ConnectorError::InvalidCredentialsFile(_) => W::InvalidCredentialsFile(message),
-            ConnectorError::InvalidOptions(_) => W::InvalidOptions(message),
+            ConnectorError::InvalidOptions(_) | ConnectorError::InvalidRequest(_) => {
+                W::InvalidOptions(message)
+            }
             ConnectorError::Unauthorized(_) => W::Unauthorized(message),
             ConnectorError::Forbidden(_) => W::Forbidden(message),
             ConnectorError::InvalidGrant(_) => W::InvalidGrant(message),

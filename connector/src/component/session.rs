@@ -310,18 +310,13 @@ impl Session {
 
     pub fn call(&self, request: gateway::Request) -> Result<gateway::Response, ConnectorError> {
         let path = request.path.trim();
-        if path.contains(['?', '#']) || path.contains("://") || path.split('/').any(|s| s == "..") {
-            return Err(ConnectorError::InvalidOptions(format!(
-                "path `{path}` must be a product path below {{iu}}/{{ti}}/ such as \
-                 M3/m3api-rest/v2/execute/MMS200MI/LstItmByItm, with query parameters passed separately"
-            )));
-        }
+        check_request_target(path, &request.query)?;
         if request
             .headers
             .iter()
             .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
         {
-            return Err(ConnectorError::InvalidOptions(
+            return Err(ConnectorError::InvalidRequest(
                 "the Authorization header is set by the connector; remove it from the request"
                     .into(),
             ));
@@ -382,13 +377,16 @@ impl Session {
                      app is active, and that the service account's IFS user is enabled"
                 )));
             }
+            // A page that echoes the request shows the bearer token too.
+            let mut secrets = self.creds.secrets();
+            secrets.push(&token.access_token);
             response::check_business_status(
                 response.status,
                 &response.headers,
                 &response.body,
                 path,
                 size,
-                &self.creds.secrets(),
+                &secrets,
                 host::now_unix(),
             )?;
             return Ok(gateway::Response {
@@ -398,6 +396,31 @@ impl Session {
             });
         }
     }
+}
+
+/// Every business call stays below `{iu}/{ti}/`: the path and the query
+/// parameter names are checked before a URL is built from them, so a
+/// refused request is never sent, with or without the tenant's token.
+fn check_request_target(path: &str, query: &[(String, String)]) -> Result<(), ConnectorError> {
+    use crate::url::{check_product_path, check_query_name, quoted};
+    check_product_path(path).map_err(|why| {
+        ConnectorError::InvalidRequest(format!(
+            "the request path {} {why}. A gateway path must stay below {{iu}}/{{ti}}/: write the \
+             product path itself, with `/` between its segments and no `.` or `..` segment in any \
+             spelling, such as M3/m3api-rest/v2/execute/MMS200MI/LstItmByItm",
+            quoted(path)
+        ))
+    })?;
+    for (name, _) in query {
+        check_query_name(name).map_err(|why| {
+            ConnectorError::InvalidRequest(format!(
+                "the query parameter name {} (path {}) {why}",
+                quoted(name),
+                quoted(path)
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// `auth.inspect`: the lint findings plus the description `open` would give.
@@ -530,14 +553,13 @@ impl auth::GuestConnection for Session {
                 timeout_ms: self.timeout_ms,
             })?;
             if !(200..300).contains(&response.status) {
-                // An endpoint that echoes the form would show the token too.
-                let mut secrets = self.creds.secrets();
-                secrets.push(token);
+                let sent = oauth::sent_secrets(&self.creds, None, Some(token));
+                let sent: Vec<&Secret> = sent.iter().collect();
                 return Err(ConnectorError::Protocol(format!(
                     "revocation endpoint {} answered HTTP {}: {}",
                     post.url,
                     response.status,
-                    response::body_excerpt(&response.body, &secrets)
+                    response::body_excerpt(&response.body, &sent)
                 ))
                 .into());
             }

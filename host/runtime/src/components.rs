@@ -14,6 +14,7 @@ use wasmtime::component::{Component, Linker};
 
 use super::bindings::ConnectorPre;
 use super::capabilities::HostState;
+use super::private_files;
 
 /// The world every connector component must implement.
 pub const WORLD: &str = "ionflow:gateway/connector@0.1.0";
@@ -218,6 +219,12 @@ pub(crate) fn link(
 /// artifact loads in about one. The file name carries the component's digest
 /// and the engine's settings, so a changed component or wasmtime never loads
 /// a stale artifact, and several components are cached side by side.
+///
+/// wasmtime runs a precompiled artifact's machine code as it is, so only an
+/// artifact this process can vouch for is loaded: in a 0700 folder of this
+/// user's, owned by this user, writable by nobody else, and with the
+/// SHA-256 its writer recorded beside it (`.sha256`, 0600). Anything else is
+/// compiled again and replaced.
 fn compile_cached(
     engine: &Engine,
     wasm: &[u8],
@@ -227,46 +234,217 @@ fn compile_cached(
     let Some(dir) = cache_dir else {
         return Component::new(engine, wasm);
     };
-    let path = cache_path(engine, digest, dir);
-    if path.exists() {
-        // SAFETY: the file was written by `Component::serialize` below for
-        // this exact component and engine (its name says so) in the user's
-        // own cache directory; deserializing trusts that it was not tampered with.
-        match unsafe { Component::deserialize_file(engine, &path) } {
-            Ok(component) => return Ok(component),
-            Err(e) => {
-                tracing::debug!(path = %path.display(), "ignoring unusable precompiled connector: {e:#}")
-            }
+    if let Err(why) = usable_cache_dir(dir) {
+        tracing::warn!(dir = %dir.display(), "not using the connector cache: {why}");
+        return Component::new(engine, wasm);
+    }
+    private_files::remove_leftovers(dir, private_files::temp_file_writer);
+    let key = CacheKey::new(engine, digest);
+    let path = key.artifact_path(dir);
+    match load_artifact(engine, &key, &path) {
+        Ok(Some(component)) => return Ok(component),
+        Ok(None) => {}
+        Err(Refusal::Unrecorded) => {
+            tracing::debug!(path = %path.display(), "the precompiled connector has no recorded digest; compiling it again");
+        }
+        Err(Refusal::Untrusted(why)) => {
+            tracing::warn!(path = %path.display(), "not loading the precompiled connector: {why}; compiling it again");
         }
     }
     let component = Component::new(engine, wasm)?;
-    if let Err(e) = store_artifact(&component, &path) {
+    if let Err(e) = store_artifact(&component, &key, &path) {
         tracing::debug!(path = %path.display(), "could not cache the precompiled connector: {e:#}");
     }
     Ok(component)
 }
 
-pub(crate) fn cache_path(engine: &Engine, digest: ComponentDigest, dir: &Path) -> PathBuf {
-    let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
-    engine
-        .precompile_compatibility_hash()
-        .hash(&mut engine_hash);
-    let key = Sha256::new()
-        .chain_update(digest.0)
-        .chain_update(engine_hash.finish().to_le_bytes())
-        .finalize();
-    let hex: String = key.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    dir.join(format!("connector-{hex}.cwasm"))
+/// The largest artifact read back; the embedded connector's is about 1 MiB.
+const MAX_ARTIFACT_BYTES: u64 = 256 * 1024 * 1024;
+/// A digest record is three short lines.
+const MAX_RECORD_BYTES: u64 = 4096;
+
+/// What an artifact is the compilation of: a component, by an engine.
+struct CacheKey {
+    component: ComponentDigest,
+    engine: u64,
 }
 
-fn store_artifact(component: &Component, path: &Path) -> anyhow::Result<()> {
-    let bytes = component.serialize()?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+impl CacheKey {
+    fn new(engine: &Engine, component: ComponentDigest) -> Self {
+        let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
+        engine
+            .precompile_compatibility_hash()
+            .hash(&mut engine_hash);
+        CacheKey {
+            component,
+            engine: engine_hash.finish(),
+        }
     }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)?;
+
+    fn artifact_path(&self, dir: &Path) -> PathBuf {
+        let key = Sha256::new()
+            .chain_update(self.component.0)
+            .chain_update(self.engine.to_le_bytes())
+            .finalize();
+        let hex: String = key.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        dir.join(format!("connector-{hex}.cwasm"))
+    }
+
+    /// The record written beside an artifact: what it was compiled from,
+    /// and the SHA-256 of its bytes.
+    fn record(&self, artifact: &[u8]) -> String {
+        format!(
+            "component {}\nengine {:016x}\nartifact {}\n",
+            self.component,
+            self.engine,
+            ComponentDigest::of(artifact)
+        )
+    }
+}
+
+fn record_path(artifact: &Path) -> PathBuf {
+    artifact.with_extension("sha256")
+}
+
+/// Why a cached artifact is not loaded.
+enum Refusal {
+    /// No digest was recorded for it (an older ionflow wrote it).
+    Unrecorded,
+    /// It may not be what this user's ionflow wrote.
+    Untrusted(String),
+}
+
+/// The cache folder must be this user's alone: anyone else who may write
+/// into it could swap an artifact.
+fn usable_cache_dir(dir: &Path) -> Result<(), String> {
+    private_files::create_dir(dir).map_err(|e| format!("cannot create it ({e})"))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::metadata(dir).map_err(|e| e.to_string())?;
+        if meta.uid() != private_files::current_uid() {
+            return Err(format!(
+                "it belongs to user id {}, not to this user; set IONFLOW_CACHE_DIR to a folder of your own",
+                meta.uid()
+            ));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(format!(
+                "others may write into it (mode {:04o}); run `chmod 700 {}`",
+                meta.mode() & 0o7777,
+                dir.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Reads a file of this user's that nobody else may write, without
+/// following a symbolic link, up to `max` bytes.
+fn read_trusted(path: &Path, max: u64) -> Result<Option<Vec<u8>>, Refusal> {
+    use std::io::Read as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let file = match options.open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Refusal::Untrusted(format!("cannot open it ({e})"))),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| Refusal::Untrusted(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(Refusal::Untrusted("it is not a regular file".into()));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        if meta.uid() != private_files::current_uid() {
+            return Err(Refusal::Untrusted(format!(
+                "{} belongs to user id {}, not to this user",
+                path.display(),
+                meta.uid()
+            )));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(Refusal::Untrusted(format!(
+                "others may write {} (mode {:04o})",
+                path.display(),
+                meta.mode() & 0o7777
+            )));
+        }
+    }
+    if meta.len() > max {
+        return Err(Refusal::Untrusted(format!(
+            "{} is larger than {max} bytes",
+            path.display()
+        )));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Refusal::Untrusted(e.to_string()))?;
+    if bytes.len() as u64 > max {
+        return Err(Refusal::Untrusted(format!(
+            "{} is larger than {max} bytes",
+            path.display()
+        )));
+    }
+    Ok(Some(bytes))
+}
+
+/// The artifact at `path` when it passes every check; `Ok(None)` when none is cached.
+fn load_artifact(
+    engine: &Engine,
+    key: &CacheKey,
+    path: &Path,
+) -> Result<Option<Component>, Refusal> {
+    let Some(bytes) = read_trusted(path, MAX_ARTIFACT_BYTES)? else {
+        return Ok(None);
+    };
+    let record = read_trusted(&record_path(path), MAX_RECORD_BYTES)?.ok_or(Refusal::Unrecorded)?;
+    if record != key.record(&bytes).as_bytes() {
+        return Err(Refusal::Untrusted(
+            "its SHA-256 is not the one recorded when it was written (the file was changed \
+             or only partly written)"
+                .into(),
+        ));
+    }
+    // SAFETY: wasmtime trusts a serialized artifact's code. These bytes are
+    // the ones this user's ionflow serialized for this exact component and
+    // engine: the recorded SHA-256 matches, and both files are this user's,
+    // writable by no one else, in a folder no one else may write.
+    match unsafe { Component::deserialize(engine, &bytes) } {
+        Ok(component) => Ok(Some(component)),
+        Err(e) => Err(Refusal::Untrusted(format!("wasmtime cannot load it ({e:#})"))),
+    }
+}
+
+/// Writes the artifact and its digest record, each 0600, each under a
+/// temporary name renamed into place, so that no reader sees half a file.
+fn store_artifact(component: &Component, key: &CacheKey, path: &Path) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let bytes = component.serialize()?;
+    let put = |target: &Path, contents: &[u8]| -> anyhow::Result<()> {
+        let tmp = private_files::temp_path(target);
+        let written = (|| {
+            let mut file = private_files::create_new(&tmp)?;
+            file.write_all(contents)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, target)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        Ok(written?)
+    };
+    put(path, &bytes)?;
+    put(&record_path(path), key.record(&bytes).as_bytes())?;
     Ok(())
 }
 

@@ -196,11 +196,17 @@ impl Connection {
         }
         store.set_epoch_deadline(epoch_ticks(self.deadline));
         let refusals = self.stats.refusals();
+        let oversized = self.stats.oversized();
         match op(bindings, store, *handle).await {
             // The connector reports a refused destination as a transport
             // error; the host knows it refused and says it is configuration.
             Ok(Err(WitError::Transport(message))) if self.stats.refusals() > refusals => {
                 Err(ConnectorError::Refused(message))
+            }
+            // An answer over the response cap would be as large again if
+            // the call were repeated: a failure, not a network hiccup.
+            Ok(Err(WitError::Transport(message))) if self.stats.oversized() > oversized => {
+                Err(ConnectorError::Gateway(WitError::Protocol(message)))
             }
             Ok(result) => result.map_err(ConnectorError::Gateway),
             Err(trap) => {

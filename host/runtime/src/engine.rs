@@ -104,7 +104,15 @@ impl Runtime {
     /// Replaces the bounds applied to every connection opened from now on.
     pub fn with_limits(mut self, limits: SandboxLimits) -> Self {
         self.limits = limits;
+        self.transport = self
+            .transport
+            .with_max_response_bytes(limits.response_bytes);
         self
+    }
+
+    /// The bounds connections are opened with.
+    pub fn limits(&self) -> SandboxLimits {
+        self.limits
     }
 
     pub fn transport(&self) -> &HttpTransport {

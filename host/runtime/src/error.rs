@@ -30,11 +30,9 @@ pub enum ConnectorError {
     /// An error the connector reported through the WIT `error` variant.
     #[error("{}", message(.0))]
     Gateway(WitError),
-    /// The host refused a request to a host not named in the `.ionapi` file.
-    #[error(
-        "{0}. The connector may reach only the hosts of `pu` and `iu`: make `ot`, `oa` and `or` \
-         paths below `pu` (or URLs on its host)"
-    )]
+    /// The host refused a request: to a host not named in the `.ionapi`
+    /// file, or to a path outside the tenant. The message says which.
+    #[error("{0}")]
     Refused(String),
     /// The connector trapped (a bug, a memory limit or its deadline).
     #[error("the connector failed and was stopped: {0}")]

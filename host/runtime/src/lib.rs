@@ -41,8 +41,9 @@
 //! | layer | module | what it holds |
 //! |---|---|---|
 //! | 0 | `bindings` | the Rust bindings of the WIT world, generated from `wit/` |
-//! | 0 | `limits` | [`SandboxLimits`], [`ConnectionStats`] and the epoch tick deadlines are counted in |
+//! | 0 | `limits` | [`SandboxLimits`] (memory, deadline, response cap), [`ConnectionStats`] and the epoch tick deadlines are counted in |
 //! | 0 | [`contract`] | the WIT files, embedded for `ionflow connector export --wit` |
+//! | 0 | [`private_files`] | folders 0700 and files 0600 whatever the umask; leftovers of dead writers (nothing) |
 //! | 0 | `secret` | [`Secret`], a string whose `Debug` and `Display` print a mask |
 //! | 1 | [`capabilities`] | transport, token store and log, and the per-instance `HostState` (bindings, limits) |
 //! | 1 | `error` | [`ConnectorError`] and [`ErrorKind`] (bindings, limits) |
@@ -54,7 +55,7 @@
 //!
 //! Everything an embedder uses is re-exported here; only `capabilities`
 //! (to implement a [`TokenStore`](capabilities::TokenStore) or reuse the
-//! transport) and `contract` are public modules.
+//! transport), `contract` and `private_files` are public modules.
 
 mod bindings;
 pub mod capabilities;
@@ -64,6 +65,7 @@ pub mod contract;
 mod engine;
 mod error;
 mod limits;
+pub mod private_files;
 mod rate_limit;
 mod secret;
 mod token;
@@ -80,7 +82,7 @@ pub use components::{ComponentDigest, ComponentError, ConnectorComponent, WORLD}
 pub use connection::Connection;
 pub use engine::{EMBEDDED_CONNECTOR, Runtime};
 pub use error::{ConnectorError, ErrorKind};
-pub use limits::{ConnectionStats, SandboxLimits};
+pub use limits::{ConnectionStats, DEFAULT_MAX_RESPONSE_BYTES, SandboxLimits};
 pub use rate_limit::RateLimit;
 pub use secret::Secret;
 pub use token::AccessToken;

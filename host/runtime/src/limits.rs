@@ -20,6 +20,9 @@ pub(crate) fn epoch_ticks(deadline: Duration) -> u64 {
     (deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
 }
 
+/// The largest response body the transport reads by default (512 MiB).
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 512 * 1024 * 1024;
+
 /// Bounds for each connector instance: what one call may use before it is
 /// stopped, so that a runaway or crashing connector fails that call alone.
 #[derive(Debug, Clone, Copy)]
@@ -30,6 +33,9 @@ pub struct SandboxLimits {
     /// connection's request timeout (room for a wait on another caller's
     /// token request, two token requests and two business calls).
     pub call_deadline: Option<Duration>,
+    /// The largest response body the transport reads for the connector;
+    /// a larger one is refused as it streams in (Content-Length or not).
+    pub response_bytes: u64,
 }
 
 impl Default for SandboxLimits {
@@ -39,6 +45,7 @@ impl Default for SandboxLimits {
         SandboxLimits {
             memory_bytes: 256 * 1024 * 1024,
             call_deadline: None,
+            response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }
@@ -60,6 +67,8 @@ pub struct ConnectionStats {
     pub requests: AtomicU64,
     pub token_requests: AtomicU64,
     refusals: AtomicU64,
+    /// Answers the transport stopped reading at the response cap.
+    oversized: AtomicU64,
     pub(crate) token_url: OnceLock<String>,
 }
 
@@ -75,7 +84,17 @@ impl ConnectionStats {
         self.refusals.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Requests the transport refused because their host is not in the `.ionapi` file.
+    pub(crate) fn record_oversized(&self) {
+        self.oversized.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Answers refused because their body exceeded the response cap.
+    pub fn oversized(&self) -> u64 {
+        self.oversized.load(Ordering::Relaxed)
+    }
+
+    /// Requests the transport refused: their host is not in the `.ionapi`
+    /// file, or their path would leave the tenant.
     pub fn refusals(&self) -> u64 {
         self.refusals.load(Ordering::Relaxed)
     }

@@ -53,6 +53,12 @@ pub struct Counters {
     pub forbidden: u64,
     /// Requests sent to the wrong host: OAuth on `iu` or business on `pu`.
     pub wrong_host: u64,
+    /// Every request the simulator received, control API included.
+    pub requests: u64,
+    /// Requests whose path, read as a lenient server would (decoded again
+    /// and again, `\` as `/`, dot segments resolved), is not below
+    /// `/{ti}/`: what a client that let a path escape the tenant sent.
+    pub outside_tenant: u64,
     /// Authenticated business calls by URL path (no query string).
     pub calls_by_path: BTreeMap<String, u64>,
     pub messages_received: u64,

@@ -190,8 +190,21 @@ fn throttled(retry_after_secs: u32) -> Response {
 }
 
 /// Logs method, path, status and latency only: query strings, headers and
-/// bodies can carry secrets and are never logged.
-pub(crate) async fn log_requests(request: Request, next: Next) -> Response {
+/// bodies can carry secrets and are never logged. Counts every request and
+/// those whose path, read the way a lenient server would, leaves the tenant.
+pub(crate) async fn log_requests(
+    State(state): State<Arc<SimState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let outside = !request.uri().path().starts_with("/__sim/")
+        && !within_tenant(request.uri().path(), &state.config.tenant);
+    state.counters.update(|c| {
+        c.requests += 1;
+        if outside {
+            c.outside_tenant += 1;
+        }
+    });
     let method = request.method().clone();
     let path = clip(request.uri().path(), 200);
     let started = Instant::now();
@@ -205,6 +218,53 @@ pub(crate) async fn log_requests(request: Request, next: Next) -> Response {
         "request"
     );
     response
+}
+
+/// Whether `path` stays below `/{tenant}/` once a lenient server has read
+/// it: percent-decoded as often as it decodes (up to four times), `\` taken
+/// for `/`, and `.` and `..` segments resolved. Routing never sees a path
+/// this way; it only tells tests whether a client's request escaped.
+pub(crate) fn within_tenant(path: &str, tenant: &str) -> bool {
+    let mut text = path.to_owned();
+    for _ in 0..4 {
+        let decoded: Vec<u8> = percent_decode(&text);
+        let decoded = String::from_utf8_lossy(&decoded).into_owned();
+        if decoded == text {
+            break;
+        }
+        text = decoded;
+    }
+    let mut resolved: Vec<&str> = Vec::new();
+    for segment in text.split(['/', '\\']) {
+        match segment.trim() {
+            "" | "." => {}
+            ".." => {
+                resolved.pop();
+            }
+            _ => resolved.push(segment),
+        }
+    }
+    resolved.first() == Some(&tenant)
+}
+
+fn percent_decode(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push(hi << 4 | lo);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 pub(crate) async fn not_found(request: Request) -> Response {
@@ -230,6 +290,29 @@ mod tests {
             map.append(header::AUTHORIZATION, HeaderValue::from_static(v));
         }
         map
+    }
+
+    #[test]
+    fn escapes_from_the_tenant_are_recognised() {
+        for inside in [
+            "/ACME_TST/M3/m3api-rest/v2/execute/MMS200MI/LstItmByItm",
+            "/ACME_TST/as/token.oauth2",
+            "/ACME_TST/M3/a/../b",
+        ] {
+            assert!(within_tenant(inside, "ACME_TST"), "{inside}");
+        }
+        for outside in [
+            "/other",
+            "/",
+            "/ACME_TST/M3/../../other",
+            "/ACME_TST/M3/%2e%2e/%2E%2E/other",
+            "/ACME_TST/M3\\..\\..\\other",
+            "/ACME_TST/M3/..%2f..%2fother",
+            "/ACME_TST/M3/%252e%252e/%252e%252e/other",
+            "/OTHER_TENANT/M3",
+        ] {
+            assert!(!within_tenant(outside, "ACME_TST"), "{outside}");
+        }
     }
 
     #[test]

@@ -284,7 +284,10 @@ fn router(state: Arc<SimState>) -> Router {
         .nest("/__sim", control::router())
         .fallback(gateway::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(middleware::from_fn(gateway::log_requests))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            gateway::log_requests,
+        ))
         .with_state(state)
 }
 

@@ -25,7 +25,9 @@ pub use exit::Exit;
 use crate::grants::Grants;
 use crate::store::setting::HostConfig;
 use crate::store::{Storage, StoreSetting};
-use ionflow_runtime::Runtime;
+use crate::config::ConfigError;
+use ionflow_runtime::capabilities::TokenStore;
+use ionflow_runtime::{DEFAULT_MAX_RESPONSE_BYTES, Runtime, SandboxLimits};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -233,19 +235,29 @@ pub fn cache_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/ionflow"))
 }
 
-/// Where ionflow keeps state between runs: tokens (and later pipeline state).
+/// Where ionflow keeps state between runs: tokens, run locks, watermarks
+/// and schedule status. Created 0700 (and narrowed to 0700 if an older run
+/// left it wider), whatever the umask: nobody else may read or swap what
+/// is inside.
 pub fn state_dir() -> anyhow::Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("IONFLOW_STATE_DIR") {
-        return Ok(dir.into());
-    }
-    if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
-        return Ok(PathBuf::from(dir).join("ionflow"));
-    }
-    std::env::var_os("HOME")
-        .map(|home| PathBuf::from(home).join(".local/state/ionflow"))
-        .ok_or_else(|| {
-            anyhow::anyhow!("set IONFLOW_STATE_DIR (or HOME) to a folder for ionflow's state")
-        })
+    let dir = if let Some(dir) = std::env::var_os("IONFLOW_STATE_DIR") {
+        PathBuf::from(dir)
+    } else if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
+        PathBuf::from(dir).join("ionflow")
+    } else {
+        std::env::var_os("HOME")
+            .map(|home| PathBuf::from(home).join(".local/state/ionflow"))
+            .ok_or_else(|| {
+                anyhow::anyhow!("set IONFLOW_STATE_DIR (or HOME) to a folder for ionflow's state")
+            })?
+    };
+    ionflow_runtime::private_files::create_dir(&dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create the state folder {} ({e}); set IONFLOW_STATE_DIR to a folder you may write",
+            dir.display()
+        )
+    })?;
+    Ok(dir)
 }
 
 /// The process's storage and lease settings, resolved once from the command
@@ -312,7 +324,7 @@ pub async fn new_runtime() -> anyhow::Result<Runtime> {
 /// The runtime and this process's holds on grants, in the configured store.
 pub async fn new_session() -> anyhow::Result<(Runtime, Grants)> {
     let storage = open_storage().await?;
-    let runtime = Runtime::new(storage.tokens(), cache_dir().as_deref())?;
+    let runtime = runtime_on(storage.tokens())?;
     Ok((runtime, grants_of(storage.as_ref())))
 }
 
@@ -323,6 +335,40 @@ pub fn grants_of(storage: &dyn Storage) -> Grants {
         storage,
         std::time::Duration::from_secs_f64(settings().lease_secs),
     )
+}
+/// The runtime over a token store: the connector from the cache folder,
+/// under this process's sandbox limits.
+pub fn runtime_on(tokens: Arc<dyn TokenStore>) -> anyhow::Result<Runtime> {
+    let limits = sandbox_limits()?;
+    Ok(Runtime::new(tokens, cache_dir().as_deref())?.with_limits(limits))
+}
+
+const MAX_RESPONSE_VAR: &str = "IONFLOW_MAX_RESPONSE_BYTES";
+
+/// The default sandbox limits, with the response cap of
+/// `IONFLOW_MAX_RESPONSE_BYTES` when it is set (for hosts with less memory
+/// to spare than the default 512 MiB per answer).
+pub fn sandbox_limits() -> Result<SandboxLimits, ConfigError> {
+    let mut limits = SandboxLimits::default();
+    let Some(value) = std::env::var_os(MAX_RESPONSE_VAR) else {
+        return Ok(limits);
+    };
+    let bytes = value
+        .to_str()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|b| (1024..=DEFAULT_MAX_RESPONSE_BYTES * 8).contains(b))
+        .ok_or_else(|| {
+            ConfigError::new(
+                std::path::Path::new(MAX_RESPONSE_VAR),
+                format!(
+                    "must be a number of bytes from 1024 to {} (default {DEFAULT_MAX_RESPONSE_BYTES}); \
+                     fix or unset the variable",
+                    DEFAULT_MAX_RESPONSE_BYTES * 8
+                ),
+            )
+        })?;
+    limits.response_bytes = bytes;
+    Ok(limits)
 }
 
 /// `KEY=VALUE` pairs from `--var`.

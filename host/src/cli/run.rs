@@ -7,12 +7,11 @@ use clap::Args;
 use chrono::Utc;
 
 use super::{
-    Exit, cache_dir, grants_of, interactive, new_runtime, open_storage, parse_vars, settings,
+    Exit, grants_of, interactive, new_runtime, open_storage, parse_vars, settings,
 };
 use crate::pipeline::run_lock::{LockHeld, RunLock};
 use crate::pipeline::{Pipeline, Session, Variables};
 use crate::store::Claim;
-use ionflow_runtime::Runtime;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -32,7 +31,7 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Exit> {
     let _lock = RunLock::try_acquire(&super::state_dir()?, &args.pipeline)?;
     let storage = open_storage().await?;
     pipeline.use_storage(&storage);
-    let runtime = Runtime::new(storage.tokens(), cache_dir().as_deref())?;
+    let runtime = super::runtime_on(storage.tokens())?;
     let grants = grants_of(storage.as_ref());
     // With a shared store, one run of a pipeline at a time across machines
     // too: a CronJob's run takes a lease like a serve worker's tick.

@@ -8,10 +8,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use clap::Args;
 
-use super::{Exit, cache_dir, open_storage, parse_vars, settings, shutdown_signal, state_dir};
+use super::{Exit, open_storage, parse_vars, settings, shutdown_signal, state_dir};
 use crate::pipeline::{Pipeline, Variables};
 use crate::serve::{ServeOptions, serve};
-use ionflow_runtime::Runtime;
 
 #[derive(Debug, Args)]
 pub struct ScheduleArgs {
@@ -77,7 +76,7 @@ pub async fn serve_command(args: ServeArgs) -> anyhow::Result<Exit> {
     // Handlers first: a signal during start-up must not kill the process.
     let shutdown = shutdown_signal();
     let storage = open_storage().await?;
-    let runtime = Runtime::new(storage.tokens(), cache_dir().as_deref())?;
+    let runtime = super::runtime_on(storage.tokens())?;
     let options = ServeOptions {
         dir: args.dir,
         state_dir: state_dir()?,

@@ -52,6 +52,9 @@ pub struct ResolvedConnection {
 
 const ENV_PREFIX: &str = "env:";
 
+/// A pipeline file named as a CONNECTION is read only for its connections.
+const MAX_PIPELINE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// Resolves a CONNECTION argument (see the module documentation).
 pub fn resolve(reference: &str, vars: &Variables) -> Result<ResolvedConnection, ConfigError> {
     if let Some(var) = reference.strip_prefix(ENV_PREFIX) {
@@ -72,7 +75,7 @@ pub fn resolve(reference: &str, vars: &Variables) -> Result<ResolvedConnection, 
             revoke_on_exit: false,
         });
     }
-    let text = std::fs::read_to_string(path)
+    let text = read_regular_file(path, MAX_PIPELINE_BYTES)
         .map_err(|e| ConfigError::new(path, format!("cannot read the pipeline file: {e}")))?;
     // Only the connections and the variables they may use are read here;
     // the rest of the file is the pipeline's to check when it loads.
@@ -215,15 +218,97 @@ fn from_env(var: &str, named_in: &Path, context: &str) -> Result<ResolvedConnect
     })
 }
 
+/// The most a `.ionapi` file or a SAML assertion file may hold: real ones
+/// are about 1 KiB and 10 KiB.
+pub const MAX_CREDENTIAL_BYTES: u64 = 1024 * 1024;
+
 fn read(path: &Path, named_in: &Path, context: &str, what: &str) -> Result<Secret, ConfigError> {
-    std::fs::read_to_string(path).map(Secret::new).map_err(|e| {
-        let message = format!(
-            "{context}cannot read {what} {}: {e}; download it from Infor OS > API Gateway > \
-             Authorized Apps or fix the path",
-            path.display()
-        );
-        ConfigError::new(named_in, message)
-    })
+    read_regular_file(path, MAX_CREDENTIAL_BYTES)
+        .map(Secret::new)
+        .map_err(|problem| {
+            let fix = match problem {
+                Unreadable::Io(_) => {
+                    "download it from Infor OS > API Gateway > Authorized Apps or fix the path"
+                }
+                Unreadable::NotAFile(_) | Unreadable::TooLarge(_) | Unreadable::NotText => {
+                    "point the setting at the credentials file itself (a regular file; a symbolic \
+                     link to one is fine)"
+                }
+            };
+            let message = format!(
+                "{context}cannot read {what} {}: {problem}; {fix}",
+                path.display()
+            );
+            ConfigError::new(named_in, message)
+        })
+}
+
+/// Why a credentials file was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreadable {
+    #[error("{0}")]
+    Io(std::io::Error),
+    /// A device, FIFO, socket or folder: reading it could block forever or
+    /// never end (`/dev/zero`).
+    #[error("it is {0}, not a regular file")]
+    NotAFile(&'static str),
+    #[error("it is larger than the limit of {0} bytes")]
+    TooLarge(u64),
+    #[error("it is not UTF-8 text")]
+    NotText,
+}
+
+/// Reads a credentials file: only a regular file (symbolic links to one
+/// are followed), at most `max` bytes. It is opened without blocking, so a
+/// FIFO with no writer cannot hang the process, then checked through the
+/// open handle, and read through `take`, so a file that grows while it is
+/// read still stops at the limit.
+pub fn read_regular_file(path: &Path, max: u64) -> Result<String, Unreadable> {
+    use std::io::Read as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path).map_err(Unreadable::Io)?;
+    let meta = file.metadata().map_err(Unreadable::Io)?;
+    if !meta.is_file() {
+        return Err(Unreadable::NotAFile(file_kind(&meta)));
+    }
+    if meta.len() > max {
+        return Err(Unreadable::TooLarge(max));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(Unreadable::Io)?;
+    if bytes.len() as u64 > max {
+        return Err(Unreadable::TooLarge(max));
+    }
+    String::from_utf8(bytes).map_err(|_| Unreadable::NotText)
+}
+
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    let kind = meta.file_type();
+    if kind.is_dir() {
+        return "a folder";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt as _;
+        if kind.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if kind.is_char_device() || kind.is_block_device() {
+            return "a device";
+        }
+        if kind.is_socket() {
+            return "a socket";
+        }
+    }
+    "not a regular file"
 }
 
 fn is_pipeline(path: &Path) -> bool {
@@ -344,5 +429,47 @@ path = "out.jsonl"
         );
         let e = resolve("env:IONFLOW_TEST_SURELY_UNSET_VAR", &vars()).unwrap_err();
         assert!(e.to_string().contains("is not set"), "{e}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn only_regular_files_of_a_sane_size_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.ionapi");
+        std::fs::write(&good, "{}").unwrap();
+        let link = dir.path().join("link.ionapi");
+        std::os::unix::fs::symlink(&good, &link).unwrap();
+        assert_eq!(read_regular_file(&link, 10).unwrap(), "{}");
+
+        let big = dir.path().join("big.ionapi");
+        std::fs::write(&big, "x".repeat(11)).unwrap();
+        assert!(matches!(
+            read_regular_file(&big, 10),
+            Err(Unreadable::TooLarge(10))
+        ));
+        let zero = dir.path().join("zero.ionapi");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        assert!(matches!(
+            read_regular_file(&zero, 10),
+            Err(Unreadable::NotAFile("a device"))
+        ));
+        assert!(matches!(
+            read_regular_file(dir.path(), 10),
+            Err(Unreadable::NotAFile("a folder"))
+        ));
+        let fifo = dir.path().join("fifo.ionapi");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            // Without O_NONBLOCK this open would wait for a writer forever.
+            assert!(matches!(
+                read_regular_file(&fifo, 10),
+                Err(Unreadable::NotAFile("a FIFO (named pipe)"))
+            ));
+        }
+        std::fs::write(&big, [0xff, 0xfe]).unwrap();
+        assert!(matches!(
+            read_regular_file(&big, 10),
+            Err(Unreadable::NotText)
+        ));
     }
 }

@@ -7,6 +7,29 @@ use anyhow::Context as _;
 
 use super::retry::{RunStats, backoff};
 use crate::config::RetryConfig;
+use ionflow_runtime::capabilities::transport::{CappedError, read_capped};
+
+/// The client of plain HTTP sources and sinks, with the cap on what one
+/// answer may hold: the same as the connector's transport, so no body read
+/// by ionflow grows past it, Content-Length or not.
+#[derive(Clone)]
+pub struct HttpClient {
+    client: reqwest::Client,
+    max_response_bytes: u64,
+}
+
+impl HttpClient {
+    pub fn new(max_response_bytes: u64) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("ionflow/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("could not build the HTTP client")?;
+        Ok(HttpClient {
+            client,
+            max_response_bytes,
+        })
+    }
+}
 
 pub struct HttpRequest {
     pub method: reqwest::Method,
@@ -59,7 +82,7 @@ fn retryable_status(status: u16) -> bool {
 /// Sends the request, again after 429/5xx or a network error as the policy
 /// and idempotency allow. Returns the response and the number of retries.
 pub async fn send(
-    client: &reqwest::Client,
+    http: &HttpClient,
     request: &HttpRequest,
     policy: &RetryConfig,
     idempotent: bool,
@@ -72,7 +95,8 @@ pub async fn send(
         if !request.query.is_empty() {
             url.query_pairs_mut().extend_pairs(&request.query);
         }
-        let mut builder = client
+        let mut builder = http
+            .client
             .request(request.method.clone(), url)
             .timeout(request.timeout);
         for (name, value) in &request.headers {
@@ -95,13 +119,17 @@ pub async fn send(
                     .get(reqwest::header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u32>().ok());
-                let body = response
-                    .bytes()
+                let body = read_capped(response, http.max_response_bytes)
                     .await
-                    .with_context(|| {
-                        format!("{} {}: reading the answer", request.method, request.url)
-                    })?
-                    .to_vec();
+                    .map_err(|e| {
+                        let what = format!("{} {}", request.method, request.url);
+                        match e {
+                            CappedError::Read(e) => {
+                                anyhow::Error::new(e).context(format!("{what}: reading the answer"))
+                            }
+                            CappedError::TooLarge(message) => anyhow::anyhow!("{what}: {message}"),
+                        }
+                    })?;
                 if !retryable_status(status) {
                     return Ok((HttpResponse { status, body }, attempt));
                 }

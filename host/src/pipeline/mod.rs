@@ -446,7 +446,8 @@ impl Pipeline {
         // grants are released through fresh instances instead.
         const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
         let stopping = std::sync::atomic::AtomicBool::new(false);
-        let run = self.run_with(&connections, show_progress, &stopping);
+        let max_response_bytes = runtime.limits().response_bytes;
+        let run = self.run_with(&connections, max_response_bytes, show_progress, &stopping);
         tokio::pin!(run, stop);
         let outcome = tokio::select! {
             outcome = &mut run => outcome,
@@ -524,15 +525,13 @@ impl Pipeline {
     async fn run_with(
         &self,
         connections: &BTreeMap<String, Arc<Connection>>,
+        max_response_bytes: u64,
         show_progress: bool,
         stopping: &std::sync::atomic::AtomicBool,
     ) -> anyhow::Result<Summary> {
         let started = Instant::now();
         let stats = Arc::new(RunStats::default());
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("ionflow/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("could not build the HTTP client")?;
+        let http = http::HttpClient::new(max_response_bytes)?;
 
         let state_path = self.state_path();
         let mut watermarks = match (&state_path, &self.config.state, &self.shared_state) {

@@ -1,10 +1,11 @@
 //! One run of a pipeline at a time, across processes: `ionflow run` under
 //! system cron and `ionflow serve` take the same OS file lock.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{Read as _, Seek as _, Write as _};
 use std::path::{Path, PathBuf};
 
+use ionflow_runtime::private_files;
 use sha2::{Digest, Sha256};
 
 /// Held while a run is going; the OS drops the lock if the process dies.
@@ -37,18 +38,13 @@ impl RunLock {
     /// Takes the lock of `pipeline_file` without waiting.
     pub fn try_acquire(state_dir: &Path, pipeline_file: &Path) -> anyhow::Result<RunLock> {
         let dir = state_dir.join("locks");
-        fs::create_dir_all(&dir)?;
+        private_files::create_dir(&dir)?;
         let canonical =
             fs::canonicalize(pipeline_file).unwrap_or_else(|_| pipeline_file.to_owned());
         let digest = Sha256::digest(canonical.to_string_lossy().as_bytes());
         let name: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
         let path: PathBuf = dir.join(format!("{name}.lock"));
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)?;
+        let mut file = private_files::open(&path)?;
         match file.try_lock() {
             Ok(()) => {
                 // The holder's pid, for the message another run will print.

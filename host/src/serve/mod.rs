@@ -653,9 +653,9 @@ fn read_tick(path: &Path) -> Option<DateTime<Utc>> {
 
 fn write_tick(path: &Path, tick: DateTime<Utc>) {
     if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
+        let _ = ionflow_runtime::private_files::create_dir(dir);
     }
-    if let Err(e) = std::fs::write(path, tick.to_rfc3339()) {
+    if let Err(e) = ionflow_runtime::private_files::write(path, tick.to_rfc3339().as_bytes()) {
         tracing::warn!(path = %path.display(), "could not record the last tick: {e}");
     }
 }

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use super::holders::{FileHolders, GrantHolders};
 use super::{Claim, LapsedRun, Result, RunState, ScheduleStatus, Storage, StorageError, TickLease};
 use ionflow_runtime::capabilities::{FileTokenStore, TokenStore};
+use ionflow_runtime::private_files;
 
 pub struct FileStorage {
     dir: PathBuf,
@@ -65,7 +66,7 @@ impl FileStorage {
             .unwrap_or_else(|| empty_status(pipeline));
         change(&mut status);
         let dir = self.status_dir();
-        std::fs::create_dir_all(&dir).map_err(|e| unavailable(&dir, e))?;
+        private_files::create_dir(&dir).map_err(|e| unavailable(&dir, e))?;
         let json = serde_json::to_string_pretty(&status)
             .map_err(|e| StorageError::Unavailable(format!("could not encode a status: {e}")))?;
         replace_file(&path, &json)
@@ -94,11 +95,11 @@ fn unavailable(path: &Path, e: impl std::fmt::Display) -> StorageError {
     StorageError::Unavailable(format!("{}: {e}", path.display()))
 }
 
-/// Writes `NAME.json.partial` and renames it over `path`, so that a reader
-/// sees the old file or the new one, never half of one.
+/// Writes `NAME.json.partial` (0600) and renames it over `path`, so that a
+/// reader sees the old file or the new one, never half of one.
 fn replace_file(path: &Path, text: &str) -> Result<()> {
     let partial = path.with_extension("json.partial");
-    std::fs::write(&partial, text).map_err(|e| unavailable(&partial, e))?;
+    private_files::write(&partial, text.as_bytes()).map_err(|e| unavailable(&partial, e))?;
     std::fs::rename(&partial, path).map_err(|e| unavailable(path, e))
 }
 
@@ -137,7 +138,7 @@ impl Storage for FileStorage {
     fn save_state<'a>(&'a self, key: &'a str, json: &'a str) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let dir = self.dir.join("state");
-            std::fs::create_dir_all(&dir).map_err(|e| unavailable(&dir, e))?;
+            private_files::create_dir(&dir).map_err(|e| unavailable(&dir, e))?;
             replace_file(&dir.join(format!("{}.json", Self::digest(key))), json)
         })
     }

@@ -6,11 +6,7 @@ use super::super::bindings::ionflow::gateway::transport::{
     IncomingResponse, OutgoingRequest, TransportError,
 };
 use super::super::bindings::ionflow::gateway::types::Method;
-use super::super::limits::ConnectionStats;
-
-/// Answers larger than this are refused rather than buffered: a runaway
-/// response must not exhaust the host's memory.
-const MAX_RESPONSE_BYTES: usize = 512 * 1024 * 1024;
+use super::super::limits::{ConnectionStats, DEFAULT_MAX_RESPONSE_BYTES};
 
 /// One connection pool for every connector instance. Redirects are not
 /// followed (a redirect could carry the Bearer token to another host) and no
@@ -18,6 +14,10 @@ const MAX_RESPONSE_BYTES: usize = 512 * 1024 * 1024;
 #[derive(Clone)]
 pub struct HttpTransport {
     client: reqwest::Client,
+    /// Answers larger than this are refused while they stream in, with or
+    /// without a Content-Length: a runaway response must not exhaust the
+    /// host's memory.
+    max_response_bytes: u64,
 }
 
 impl HttpTransport {
@@ -27,7 +27,16 @@ impl HttpTransport {
             .user_agent(concat!("ionflow/", env!("CARGO_PKG_VERSION")))
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
-        Ok(HttpTransport { client })
+        Ok(HttpTransport {
+            client,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        })
+    }
+
+    /// The same pool with another response cap.
+    pub fn with_max_response_bytes(mut self, bytes: u64) -> Self {
+        self.max_response_bytes = bytes;
+        self
     }
 
     pub fn client(&self) -> &reqwest::Client {
@@ -41,6 +50,14 @@ impl HttpTransport {
         connection: &str,
         stats: &ConnectionStats,
     ) -> Result<IncomingResponse, TransportError> {
+        if let Some(why) = rewritten_by_parsing(&request.url) {
+            stats.record_refusal();
+            tracing::warn!(connection, "refused a connector request whose path {why}");
+            return Err(TransportError::Refused(format!(
+                "its path {why}, which would move it elsewhere on the host; \
+                 a gateway path must stay below {{iu}}/{{ti}}/"
+            )));
+        }
         let url = reqwest::Url::parse(&request.url)
             .map_err(|e| TransportError::Other(format!("invalid URL: {e}")))?;
         let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
@@ -53,7 +70,9 @@ impl HttpTransport {
                 "refused a connector request to a host outside its .ionapi file"
             );
             return Err(TransportError::Refused(format!(
-                "{host} is not one of the hosts named in the .ionapi file ({})",
+                "{host} is not one of the hosts named in the .ionapi file ({}). The connector may \
+                 reach only the hosts of `pu` and `iu`: make `ot`, `oa` and `or` paths below `pu` \
+                 (or URLs on its host)",
                 allowed_hosts.join(", ")
             )));
         }
@@ -88,26 +107,78 @@ impl HttpTransport {
                 )
             })
             .collect();
-        if response
-            .content_length()
-            .is_some_and(|len| len > MAX_RESPONSE_BYTES as u64)
-        {
-            return Err(TransportError::Other(format!(
-                "response larger than {MAX_RESPONSE_BYTES} bytes refused"
-            )));
-        }
-        let body = response.bytes().await.map_err(classify)?;
-        if body.len() > MAX_RESPONSE_BYTES {
-            return Err(TransportError::Other(format!(
-                "response larger than {MAX_RESPONSE_BYTES} bytes refused"
-            )));
-        }
+        let body = read_capped(response, self.max_response_bytes)
+            .await
+            .map_err(|e| match e {
+                CappedError::Read(e) => classify(e),
+                CappedError::TooLarge(message) => {
+                    stats.record_oversized();
+                    TransportError::Other(message)
+                }
+            })?;
         Ok(IncomingResponse {
             status,
             headers,
-            body: body.to_vec(),
+            body,
         })
     }
+}
+
+/// Why a body was not read to its end.
+pub enum CappedError {
+    Read(reqwest::Error),
+    /// The body is larger than the cap: the message names the limit.
+    TooLarge(String),
+}
+
+/// Reads a response body chunk by chunk and stops at `cap` bytes, whether
+/// the server announced a Content-Length or streams a chunked body: memory
+/// never holds more than the cap (and one chunk) of any answer.
+pub async fn read_capped(
+    mut response: reqwest::Response,
+    cap: u64,
+) -> Result<Vec<u8>, CappedError> {
+    let too_large = |seen: &str| {
+        CappedError::TooLarge(format!(
+            "the response body {seen} exceeds the limit of {cap} bytes ({} MiB) and was not \
+             read further; ask for less data per call (smaller pages) or raise the limit with \
+             IONFLOW_MAX_RESPONSE_BYTES",
+            cap / (1024 * 1024)
+        ))
+    };
+    if let Some(len) = response.content_length().filter(|len| *len > cap) {
+        return Err(too_large(&format!("of {len} bytes (Content-Length)")));
+    }
+    // Room for what was announced, but never a cap's worth up front.
+    let announced = response.content_length().unwrap_or(0).min(cap).min(1 << 20);
+    let mut body = Vec::with_capacity(announced as usize);
+    while let Some(chunk) = response.chunk().await.map_err(CappedError::Read)? {
+        if body.len() as u64 + chunk.len() as u64 > cap {
+            return Err(too_large("received so far"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Why the URL parser would not send `url` to the path it spells: a `.` or
+/// `..` segment (also as `%2e`, or split by `\`, which the parser reads as
+/// `/`) is resolved away, and tabs and line breaks are dropped. The
+/// connector refuses such paths already; this holds for any component.
+fn rewritten_by_parsing(url: &str) -> Option<&'static str> {
+    if url.chars().any(char::is_control) {
+        return Some("contains a control character");
+    }
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path = after_scheme
+        .find(['/', '\\'])
+        .map_or("", |start| &after_scheme[start..]);
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    let dot_segment = path.split(['/', '\\']).any(|segment| {
+        let plain = segment.to_ascii_lowercase().replace("%2e", ".");
+        plain == "." || plain == ".."
+    });
+    dot_segment.then_some("has a `.` or `..` segment")
 }
 
 /// reqwest's messages include the URL, which never carries a secret here
@@ -131,4 +202,32 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rewritten_by_parsing;
+
+    #[test]
+    fn urls_the_parser_would_rewrite_are_found() {
+        for url in [
+            "https://h/T/M3/../other",
+            "https://h/T/M3/%2E%2e/other",
+            "https://h/T/M3/.%2E/other",
+            "https://h/T/./x",
+            "https://h/T/M3\\..\\other",
+            "https://h/T/M3/.\t./other",
+            "https://h/T/..",
+        ] {
+            assert!(rewritten_by_parsing(url).is_some(), "{url}");
+        }
+        for url in [
+            "https://h/T/M3/m3api-rest/v2/execute/MMS200MI/LstItmByItm?ITNO=..",
+            "https://h/T/M3/file.json",
+            "https://h:443/T/as/token.oauth2",
+            "https://h",
+        ] {
+            assert_eq!(rewritten_by_parsing(url), None, "{url}");
+        }
+    }
 }

@@ -2,6 +2,11 @@
 //! run succeeds, so a reader never mistakes half a run for a whole one.
 //! JSON Lines write each record as it is; CSV writes a header row and one
 //! row per record.
+//!
+//! The temporary name, `PATH.ionflow-PID.partial`, names the writing
+//! process, and the writer holds an OS lock on it. A run killed midway
+//! (`kill -9`) cannot remove its file; the next file sink writing into the
+//! same folder removes the files of that shape whose writer is gone.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -17,6 +22,7 @@ use super::{
     Finished, Outcome, PlanContext, RecordError, Scope, SinkContext, SinkKind, SinkPlan, SinkWriter,
 };
 use crate::config::{Check, FileFormat, Variables, default_delimiter};
+use ionflow_runtime::private_files;
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -193,11 +199,20 @@ impl FileWriter {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("could not create the folder {}", dir.display()))?;
         }
+        let folder = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        remove_abandoned_partials(folder);
         let mut partial = path.as_os_str().to_owned();
-        partial.push(".partial");
+        partial.push(format!("{PARTIAL_MARK}{}{PARTIAL_SUFFIX}", std::process::id()));
         let partial = PathBuf::from(partial);
         let file = File::create(&partial)
             .with_context(|| format!("could not create {}", partial.display()))?;
+        // Held until the file is renamed or removed: a cleaner in another
+        // process (or on another machine sharing the folder) sees it taken.
+        // A file system without locks still has the process id and the age.
+        let _ = file.try_lock();
         Ok(FileWriter {
             path: path.to_owned(),
             partial,
@@ -283,6 +298,48 @@ impl FileWriter {
     }
 }
 
+const PARTIAL_MARK: &str = ".ionflow-";
+const PARTIAL_SUFFIX: &str = ".partial";
+
+/// The writer's process id in a name `NAME.ionflow-PID.partial`.
+fn partial_writer(name: &str) -> Option<u32> {
+    let stem = name.strip_suffix(PARTIAL_SUFFIX)?;
+    let (_, pid) = stem.rsplit_once(PARTIAL_MARK)?;
+    pid.parse().ok()
+}
+
+/// Removes the partial files in `folder` that no live writer holds: not
+/// locked by anyone, and written by a process that is gone (or untouched
+/// for longer than any write takes). Files of other programs, whatever
+/// their names, are never touched.
+fn remove_abandoned_partials(folder: &Path) {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(partial_writer) else {
+            continue;
+        };
+        let path = entry.path();
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        let Ok(meta) = file.metadata() else {
+            continue;
+        };
+        if !meta.is_file()
+            || file.try_lock().is_err()
+            || !private_files::abandoned(Some(pid), meta.modified().ok())
+        {
+            continue;
+        }
+        if std::fs::remove_file(&path).is_ok() {
+            tracing::info!(path = %path.display(), "removed the partial output of a run that was killed");
+        }
+    }
+}
+
 /// One CSV row, quoted as needed, onto `out`.
 fn csv_row<I, T>(out: &mut BufWriter<File>, delimiter: u8, cells: I) -> anyhow::Result<()>
 where
@@ -310,6 +367,36 @@ pub fn cell(value: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn partials_of_gone_writers_are_removed_and_others_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = format!("a.jsonl.ionflow-{}.partial", std::process::id());
+        let names = [
+            "b.jsonl.ionflow-2147483632.partial",
+            own.as_str(),
+            "c.2024.partial",
+            "d.jsonl.partial",
+            "e.jsonl.ionflow-x.partial",
+        ];
+        for name in names {
+            std::fs::write(dir.path().join(name), "{}\n").unwrap();
+        }
+        // A dead process id, but the file is locked: a writer elsewhere.
+        let held = dir.path().join("f.jsonl.ionflow-2147483633.partial");
+        let lock = File::create(&held).unwrap();
+        lock.lock().unwrap();
+        let w = FileWriter::create(&dir.path().join("g.jsonl"), Layout::Jsonl).unwrap();
+        assert!(!dir.path().join(names[0]).exists(), "a dead writer's partial goes");
+        for kept in &names[1..] {
+            assert!(dir.path().join(kept).exists(), "{kept} is kept");
+        }
+        assert!(held.exists(), "a locked partial is kept");
+        assert!(w.partial.to_str().unwrap().ends_with(&format!(".ionflow-{}.partial", std::process::id())));
+        drop(w);
+        assert_eq!(partial_writer("x.ionflow-12.partial"), Some(12));
+        assert_eq!(partial_writer("x.partial"), None);
+    }
 
     #[test]
     fn csv_has_a_header_and_rejects_strays() {

@@ -414,7 +414,7 @@ impl SinkPlan for HttpPlan {
 }
 
 struct HttpWriter {
-    client: reqwest::Client,
+    client: plain_http::HttpClient,
     plan: Arc<RequestPlan>,
     timeout: Duration,
     retry: RetryConfig,
@@ -478,7 +478,7 @@ impl SinkWriter for HttpWriter {
 
 /// One record's plain HTTP(S) request, and what became of it.
 async fn send_over_http(
-    client: reqwest::Client,
+    client: plain_http::HttpClient,
     plan: Arc<RequestPlan>,
     request: HttpRequest,
     retry: RetryConfig,

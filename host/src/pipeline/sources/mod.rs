@@ -73,7 +73,7 @@ pub struct SourceContext<'a> {
     pub connections: &'a BTreeMap<String, Arc<Connection>>,
     pub vars: &'a Variables,
     pub base_dir: &'a Path,
-    pub http: &'a reqwest::Client,
+    pub http: &'a crate::pipeline::http::HttpClient,
     pub stats: Arc<RunStats>,
 }
 

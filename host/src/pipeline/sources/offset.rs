@@ -27,7 +27,7 @@ pub(super) enum Target {
         path: String,
     },
     Http {
-        client: reqwest::Client,
+        client: http::HttpClient,
         url: String,
         timeout: Duration,
     },
@@ -200,7 +200,7 @@ impl OffsetReader {
                     let (response, _) = gateway_call(connection, request, &retry, true, &stats)
                         .await
                         .with_context(|| {
-                            format!("GET {path} via connection `{}`", connection.name())
+                            format!("source: GET {path} via connection `{}`", connection.name())
                         })?;
                     Ok((response.status, response.body, path.clone()))
                 }

@@ -3,7 +3,7 @@
 //! processes sharing a connection never both spend one refresh token.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{Entry, StoreError, TokenStore};
+use crate::private_files;
 
 /// How often a waiter retries a held lease.
 const LOCK_POLL: Duration = Duration::from_millis(20);
@@ -35,13 +36,12 @@ struct StoredEntry {
 }
 
 impl FileTokenStore {
+    /// Opens (creating, 0700) the folder and removes the temporary files
+    /// that writers killed mid-write left there: their token sets were
+    /// never renamed into place, so nobody reads them, but they hold tokens.
     pub fn open(dir: &Path) -> io::Result<Self> {
-        fs::create_dir_all(dir)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
-        }
+        private_files::create_dir(dir)?;
+        private_files::remove_leftovers(dir, private_files::temp_file_writer);
         Ok(FileTokenStore {
             dir: dir.to_owned(),
             leases: Mutex::new(HashMap::new()),
@@ -134,29 +134,16 @@ fn unavailable(path: &Path, e: impl std::fmt::Display) -> StoreError {
 }
 
 fn open_private(path: &Path) -> io::Result<File> {
-    let mut options = OpenOptions::new();
-    options.create(true).truncate(false).read(true).write(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options.open(path)
+    private_files::open(path)
 }
 
 /// Temp file, fsync, rename, fsync the folder: a crash at any point leaves
-/// the old entry or the new one, never a torn file.
+/// the old entry or the new one, never a torn file (and at worst a temp
+/// file, which the next `open` removes).
 fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension(format!(
-        "tmp{}-{}",
-        std::process::id(),
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos())
-    ));
+    let tmp = private_files::temp_path(path);
     let result = (|| {
-        let mut file = open_private(&tmp)?;
-        file.set_len(0)?;
+        let mut file = private_files::create_new(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -289,6 +276,20 @@ mod tests {
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&store.entry_path("k")), 0o600);
         assert_eq!(mode(store.dir()), 0o700);
+    }
+
+    #[test]
+    fn temp_files_of_dead_writers_are_removed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = dir.path().join("0123abcd.json.tmp2147483632-42");
+        let live = dir.path().join(format!("0123abcd.json.tmp{}-7", std::process::id()));
+        let entry = dir.path().join("0123abcd.json");
+        for path in [&dead, &live, &entry] {
+            fs::write(path, "{}").unwrap();
+        }
+        FileTokenStore::open(dir.path()).unwrap();
+        assert!(!dead.exists(), "a dead writer's temp file is removed");
+        assert!(live.exists() && entry.exists(), "a live write and entries stay");
     }
 
     #[tokio::test(flavor = "multi_thread")]
