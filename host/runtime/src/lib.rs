@@ -44,6 +44,7 @@
 //! | 0 | `limits` | [`SandboxLimits`], [`ConnectionStats`] and the epoch tick deadlines are counted in |
 //! | 0 | [`contract`] | the WIT files, embedded for `ionflow connector export --wit` |
 //! | 0 | `secret` | [`Secret`], a string whose `Debug` and `Display` print a mask |
+//! | 0 | [`tls`] | the TLS crypto provider, installed before any HTTP client is built |
 //! | 1 | [`capabilities`] | transport, token store and log, and the per-instance `HostState` (bindings, limits) |
 //! | 1 | `error` | [`ConnectorError`] and [`ErrorKind`] (bindings, limits) |
 //! | 1 | `token` | [`AccessToken`] (bindings, secret) |
@@ -54,7 +55,8 @@
 //!
 //! Everything an embedder uses is re-exported here; only `capabilities`
 //! (to implement a [`TokenStore`](capabilities::TokenStore) or reuse the
-//! transport) and `contract` are public modules.
+//! transport), `contract` and `tls` (to build other HTTP clients) are
+//! public modules.
 
 mod bindings;
 pub mod capabilities;
@@ -67,6 +69,7 @@ mod limits;
 mod rate_limit;
 mod secret;
 mod token;
+pub mod tls;
 
 pub use bindings::exports::ionflow::gateway::auth::{
     AuthorizationStart, ClientAuth, ConnectionInfo, Finding, Grant, Inspection,
@@ -78,7 +81,7 @@ pub use bindings::exports::ionflow::gateway::gateway::{
 pub use bindings::ionflow::gateway::types::Method;
 pub use components::{ComponentDigest, ComponentError, ConnectorComponent, WORLD};
 pub use connection::Connection;
-pub use engine::{EMBEDDED_CONNECTOR, Runtime};
+pub use engine::{EMBEDDED_CONNECTOR, Runtime, precompile_embedded};
 pub use error::{ConnectorError, ErrorKind};
 pub use limits::{ConnectionStats, SandboxLimits};
 pub use rate_limit::RateLimit;

@@ -5,7 +5,8 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use tokio::sync::Mutex;
+use std::sync::Mutex;
+
 use tokio::time::Instant;
 
 /// Calls per window, matching an endpoint policy of the gateway.
@@ -34,6 +35,9 @@ const SAFETY_MARGIN: Duration = Duration::from_millis(50);
 
 pub(crate) struct Limiter {
     limit: RateLimit,
+    /// A plain mutex: it is held for a few deque operations and never across
+    /// an await, and an async one queued every caller behind the others
+    /// (BENCHMARKS.md, P1).
     sent: Mutex<VecDeque<Instant>>,
 }
 
@@ -53,7 +57,10 @@ impl Limiter {
         let window = self.limit.window + SAFETY_MARGIN;
         let spacing = window / self.limit.requests;
         loop {
-            let mut sent = self.sent.lock().await;
+            let mut sent = self
+                .sent
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let now = Instant::now();
             while sent
                 .front()

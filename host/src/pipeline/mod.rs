@@ -384,7 +384,7 @@ impl Pipeline {
     ) -> anyhow::Result<Summary> {
         let started = Instant::now();
         let stats = Arc::new(RunStats::default());
-        let http = reqwest::Client::builder()
+        let http = ionflow_runtime::tls::client_builder()
             .user_agent(concat!("ionflow/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("could not build the HTTP client")?;
