@@ -23,7 +23,7 @@ fn item(i: usize) -> String {
 /// The client a bare native program would build: the same settings as the
 /// host's transport (no redirects, 60 s idle pool).
 fn native_client() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
+    Ok(ionflow_runtime::tls::client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .pool_idle_timeout(Duration::from_secs(60))
         .build()?)

@@ -1,4 +1,4 @@
-//! ionflow-bench: the six figures of BENCHMARKS.md, each a ratio of two
+//! ionflow-bench: the figures P1..P7 of BENCHMARKS.md, each a ratio of two
 //! measurements taken in the same run against the same local simulator.
 //!
 //! Usually started by `bench/run`, which builds ionflow and this binary with
@@ -10,6 +10,7 @@ mod calls;
 mod procs;
 mod report;
 mod sim;
+mod writes;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -23,7 +24,7 @@ use sim::SimProcess;
 #[derive(Debug, Parser)]
 #[command(
     name = "ionflow-bench",
-    about = "ionflow's benchmarks P1..P6 (see BENCHMARKS.md)"
+    about = "ionflow's benchmarks P1..P7 (see BENCHMARKS.md)"
 )]
 struct Args {
     /// Small sizes, one round: checks that every figure runs (CI)
@@ -101,7 +102,7 @@ async fn run() -> anyhow::Result<()> {
         eprintln!("warning: {missing}; the figures that need it are reported as not measured");
     }
 
-    let sim = SimProcess::start(&ionflow, work.path(), "sim", ITEMS, 7200)?;
+    let sim = SimProcess::start(&ionflow, work.path(), "sim", ITEMS, 7200, 0)?;
     let mut figures: Vec<Figure> = Vec::new();
     if wanted("P1") {
         eprintln!("P1: connector vs native reqwest ...");
@@ -109,7 +110,8 @@ async fn run() -> anyhow::Result<()> {
     }
     if wanted("P2") {
         eprintln!("P2: token requests ...");
-        let short = SimProcess::start(&ionflow, work.path(), "sim-short", 1000, P2_TOKEN_TTL_SECS)?;
+        let short =
+            SimProcess::start(&ionflow, work.path(), "sim-short", 1000, P2_TOKEN_TTL_SECS, 0)?;
         figures.push(calls::p2(&short, &cache, P2_TOKEN_TTL_SECS).await?);
     }
     if wanted("P3") {
@@ -135,6 +137,18 @@ async fn run() -> anyhow::Result<()> {
         )?);
     }
     drop(sim);
+    if wanted("P7") {
+        eprintln!("P7: M3 writes from a CSV file vs sequential Python ...");
+        let slow = SimProcess::start(
+            &ionflow,
+            work.path(),
+            "sim-slow",
+            1000,
+            7200,
+            writes::ANSWER_MS,
+        )?;
+        figures.push(writes::p7(&tools, &slow, work.path(), &cache, args.quick).await?);
+    }
 
     let cx = Context {
         command: command_line(),

@@ -24,6 +24,7 @@ impl SimProcess {
         name: &str,
         items: usize,
         token_ttl_secs: u64,
+        slow_ms: u64,
     ) -> anyhow::Result<SimProcess> {
         let ionapi_path = dir.join(format!("{name}.ionapi"));
         let mut child = Command::new(ionflow)
@@ -32,6 +33,8 @@ impl SimProcess {
             .arg(items.to_string())
             .arg("--token-ttl-secs")
             .arg(token_ttl_secs.to_string())
+            .arg("--slow-ms")
+            .arg(slow_ms.to_string())
             .arg("--ionapi-out")
             .arg(&ionapi_path)
             .stdin(Stdio::null())
@@ -68,18 +71,36 @@ impl SimProcess {
         self.ionapi[name].as_str().unwrap_or_default().to_owned()
     }
 
-    /// Token-endpoint requests of every grant, from `/__sim/counters`.
-    pub async fn token_requests(&self, client: &reqwest::Client) -> anyhow::Result<u64> {
-        let counters: Value = client
+    async fn counters(&self, client: &reqwest::Client) -> anyhow::Result<Value> {
+        Ok(client
             .get(format!("{}/__sim/counters", self.base_url))
             .send()
             .await?
             .error_for_status()?
             .json()
-            .await?;
+            .await?)
+    }
+
+    /// Token-endpoint requests of every grant, from `/__sim/counters`.
+    pub async fn token_requests(&self, client: &reqwest::Client) -> anyhow::Result<u64> {
+        let counters = self.counters(client).await?;
         Ok(counters["token_requests"]
             .as_object()
             .map(|m| m.values().filter_map(Value::as_u64).sum())
+            .unwrap_or(0))
+    }
+
+    /// Business calls answered on paths ending with `suffix`.
+    pub async fn calls_to(&self, client: &reqwest::Client, suffix: &str) -> anyhow::Result<u64> {
+        let counters = self.counters(client).await?;
+        Ok(counters["calls_by_path"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter(|(path, _)| path.ends_with(suffix))
+                    .filter_map(|(_, n)| n.as_u64())
+                    .sum()
+            })
             .unwrap_or(0))
     }
 }

@@ -235,16 +235,18 @@ pub fn quoted(value: &str) -> String {
     format!("`{shown}`")
 }
 
-/// Appends form-encoded query parameters.
-pub fn with_query(url: String, query: &[(String, String)]) -> String {
+/// Appends form-encoded query parameters, in place (no second string per call).
+pub fn with_query(mut url: String, query: &[(String, String)]) -> String {
     if query.is_empty() {
         return url;
     }
-    let mut ser = form_urlencoded::Serializer::new(String::new());
+    url.push('?');
+    let start = url.len();
+    let mut ser = form_urlencoded::Serializer::for_suffix(url, start);
     for (k, v) in query {
         ser.append_pair(k, v);
     }
-    format!("{url}?{}", ser.finish())
+    ser.finish()
 }
 
 #[cfg(test)]
@@ -302,6 +304,12 @@ mod tests {
     fn query_is_form_encoded() {
         let q = vec![("ITNO".to_string(), "A B&C#1+2".to_string())];
         assert_eq!(with_query("u".into(), &q), "u?ITNO=A+B%26C%231%2B2");
+        let two = vec![
+            ("maxrecs".to_string(), "501".to_string()),
+            ("ITNO".to_string(), "A/1".to_string()),
+        ];
+        assert_eq!(with_query("https://h/T/p".into(), &two), "https://h/T/p?maxrecs=501&ITNO=A%2F1");
+        assert_eq!(with_query("https://h/T/p".into(), &[]), "https://h/T/p");
     }
 
     /// Every spelling of a way out of `{iu}/{ti}/` seen in the wild (path

@@ -81,6 +81,11 @@ fn main() {
         wasm.display()
     );
     println!("cargo:rustc-env=IONFLOW_CONNECTOR_WASM={}", wasm.display());
+    // The engine compiles for this target's baseline CPU (src/engine.rs).
+    println!(
+        "cargo:rustc-env=IONFLOW_HOST_TARGET={}",
+        std::env::var("TARGET").unwrap()
+    );
 }
 
 /// Without the target the guest build fails with "can't find crate for `std`",

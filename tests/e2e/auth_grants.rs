@@ -71,7 +71,7 @@ pub async fn login(ionapi: &Path, state_dir: &Path) -> crate::support::Run {
     };
     assert!(url.contains("code_challenge_method=S256"), "{url}");
     // The browser: the simulator consents and redirects to the loopback listener.
-    let page = reqwest::get(&url).await.unwrap();
+    let page = ionflow_runtime::tls::client().get(&url).send().await.unwrap();
     assert_eq!(page.status(), 200, "the callback page answered");
     let output = child.wait_with_output().await.unwrap();
     let mut rest = String::new();
@@ -160,7 +160,7 @@ async fn sim_expire(sim: &ionflow_sim::Simulator) {
 async fn saml_bearer_with_a_portal_assertion() {
     let sim = simulator(20).await;
     let (dir, ionapi) = workdir(&sim);
-    let assertion = reqwest::get(format!("{}/__sim/saml-assertion", sim.base_url()))
+    let assertion = ionflow_runtime::tls::client().get(format!("{}/__sim/saml-assertion", sim.base_url())).send()
         .await
         .unwrap()
         .text()
@@ -219,7 +219,7 @@ async fn implicit_grant_url_is_built_from_the_file() {
         url.contains("/as/authorization.oauth2?response_type=token&"),
         "{url}"
     );
-    let response = reqwest::Client::builder()
+    let response = ionflow_runtime::tls::client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()

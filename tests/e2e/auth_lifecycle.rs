@@ -181,7 +181,7 @@ async fn three_rotations_then_a_crash_before_saving_is_recovered() {
 }
 
 async fn issued_tokens_of(sim: &ionflow_sim::Simulator) -> Vec<String> {
-    let body: serde_json::Value = reqwest::get(format!("{}/__sim/tokens", sim.base_url()))
+    let body: serde_json::Value = ionflow_runtime::tls::client().get(format!("{}/__sim/tokens", sim.base_url())).send()
         .await
         .unwrap()
         .json()
@@ -268,7 +268,7 @@ async fn a_run_revokes_its_refresh_token_at_the_end() {
 
     // The revoked grant's access token no longer opens the gateway.
     let access = {
-        let body: serde_json::Value = reqwest::get(format!("{}/__sim/tokens", sim.base_url()))
+        let body: serde_json::Value = ionflow_runtime::tls::client().get(format!("{}/__sim/tokens", sim.base_url())).send()
             .await
             .unwrap()
             .json()
@@ -276,7 +276,7 @@ async fn a_run_revokes_its_refresh_token_at_the_end() {
             .unwrap();
         body["access_tokens"][0].as_str().unwrap().to_owned()
     };
-    let status = reqwest::Client::new()
+    let status = ionflow_runtime::tls::client()
         .get(format!(
             "{}/{}/ifsservice/usermgt/v2/users/me",
             sim.base_url(),

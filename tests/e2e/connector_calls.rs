@@ -39,7 +39,7 @@ async fn one_token_serves_many_calls_and_a_401_is_recovered_once() {
 
     // The gateway forgets every token: the next call sees a 401, renews the
     // token (spending the refresh token) and succeeds on its one retry.
-    reqwest::Client::new()
+    ionflow_runtime::tls::client()
         .post(format!("{}/__sim/expire-tokens", sim.base_url()))
         .send()
         .await

@@ -273,3 +273,71 @@ async fn the_javascript_host_runs_the_component_on_node() {
     assert_no_secret(&host.all_output(), &secrets, "the JavaScript host's output");
     sim.shutdown().await;
 }
+
+/// The only precompiled artifact in `dir`, and its inode: a file the cache
+/// wrote again (compiled anew) gets a new inode from the atomic rename.
+fn only_artifact(dir: &Path) -> (PathBuf, u64) {
+    use std::os::unix::fs::MetadataExt as _;
+    let artifacts: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .collect();
+    assert_eq!(artifacts.len(), 1, "{artifacts:?}");
+    let inode = std::fs::metadata(&artifacts[0]).unwrap().ino();
+    (artifacts[0].clone(), inode)
+}
+
+#[tokio::test]
+async fn connector_precompile_fills_the_cache_that_runs_then_load() {
+    let sim = simulator(12).await;
+    let (dir, ionapi) = workdir(&sim);
+    // As an image build would: a cache folder that does not exist yet.
+    let cache = dir.path().join("image/cache");
+    let result = run(ionflow()
+        .env("IONFLOW_CACHE_DIR", &cache)
+        .args(["connector", "precompile"]))
+    .await;
+    assert_eq!(result.code, 0, "{}", result.all_output());
+    let (artifact, inode) = only_artifact(&cache);
+    assert!(
+        result.stdout.contains(&artifact.display().to_string()),
+        "names the artifact: {}",
+        result.stdout
+    );
+
+    // Again, and then a run: both load the artifact; neither compiles and
+    // writes it anew.
+    let again = run(ionflow()
+        .env("IONFLOW_CACHE_DIR", &cache)
+        .args(["connector", "precompile"]))
+    .await;
+    assert_eq!(again.code, 0, "{}", again.all_output());
+    let pipeline = items_pipeline(dir.path(), &ionapi, 5);
+    let result = run(ionflow()
+        .env("IONFLOW_CACHE_DIR", &cache)
+        .arg("run")
+        .arg(&pipeline))
+    .await;
+    assert_eq!(result.code, 0, "{}", result.all_output());
+    assert_eq!(read_jsonl(&dir.path().join("out.jsonl")).len(), 12);
+    assert_eq!(only_artifact(&cache), (artifact, inode));
+
+    // `--cache-dir` wins over the environment; a folder that cannot be
+    // created is an error naming it.
+    std::fs::write(dir.path().join("a-file"), "not a folder").unwrap();
+    let blocked = dir.path().join("a-file/cache");
+    let result = run(ionflow()
+        .env("IONFLOW_CACHE_DIR", &cache)
+        .args(["connector", "precompile", "--cache-dir"])
+        .arg(&blocked))
+    .await;
+    assert_eq!(result.code, 1, "{}", result.all_output());
+    assert!(
+        result.stderr.contains(&blocked.display().to_string())
+            && result.stderr.contains("writable"),
+        "{}",
+        result.stderr
+    );
+    sim.shutdown().await;
+}

@@ -70,7 +70,7 @@ async fn the_next_run_removes_what_a_killed_run_left() {
     let lock = std::fs::File::create(&held).unwrap();
     lock.lock().unwrap();
 
-    reqwest::Client::new()
+    ionflow_runtime::tls::client()
         .delete(format!("{}/__sim/faults", sim.base_url()))
         .send()
         .await

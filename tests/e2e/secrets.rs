@@ -195,7 +195,7 @@ async fn the_simulator_command_keeps_its_secrets_out_of_its_logs() {
         let iu: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&ionapi).unwrap()).unwrap();
         let tokens: serde_json::Value =
-            reqwest::get(format!("{}/__sim/tokens", iu["iu"].as_str().unwrap()))
+            ionflow_runtime::tls::client().get(format!("{}/__sim/tokens", iu["iu"].as_str().unwrap())).send()
                 .await
                 .unwrap()
                 .json()

@@ -157,7 +157,7 @@ path = "out.jsonl"
 async fn data_lake_lists_payloads_page_by_page() {
     let sim = simulator(10).await;
     let (dir, ionapi) = workdir(&sim);
-    let client = reqwest::Client::new();
+    let client = ionflow_runtime::tls::client();
     // Documents reach the Data Lake through ION; send some with ionflow first.
     let send = write(
         dir.path(),

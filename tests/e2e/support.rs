@@ -138,7 +138,7 @@ pub fn file_secrets(ionapi: &Path) -> Vec<String> {
 
 /// Every access and refresh token the simulator issued.
 pub async fn issued_tokens(sim: &Simulator) -> Vec<String> {
-    let body: serde_json::Value = reqwest::get(format!("{}/__sim/tokens", sim.base_url()))
+    let body: serde_json::Value = ionflow_runtime::tls::client().get(format!("{}/__sim/tokens", sim.base_url())).send()
         .await
         .unwrap()
         .json()
@@ -216,7 +216,7 @@ pub async fn run_json(pipeline: &Path) -> (Run, serde_json::Value) {
 
 /// POSTs JSON to the simulator's control API.
 pub async fn sim_post(sim: &Simulator, path: &str, body: serde_json::Value) {
-    reqwest::Client::new()
+    ionflow_runtime::tls::client()
         .post(format!("{}/__sim/{path}", sim.base_url()))
         .json(&body)
         .send()
@@ -275,7 +275,7 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 }
 
 pub async fn sim_get(sim: &Simulator, path: &str) -> serde_json::Value {
-    reqwest::get(format!("{}/__sim/{path}", sim.base_url()))
+    ionflow_runtime::tls::client().get(format!("{}/__sim/{path}", sim.base_url())).send()
         .await
         .unwrap()
         .json()

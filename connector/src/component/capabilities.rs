@@ -1,6 +1,7 @@
 //! Thin wrappers over the imports the host lends: transport, token store, log.
 
 use super::ionflow::gateway::{log, token_store, transport, types};
+pub use transport::OutgoingRequest;
 use crate::error::ConnectorError;
 
 pub fn now_unix() -> u64 {
@@ -40,8 +41,17 @@ pub fn send(exchange: Exchange<'_>) -> Result<transport::IncomingResponse, Conne
         body: exchange.body,
         timeout_ms: exchange.timeout_ms,
     };
-    let what = exchange.what;
-    transport::send(&request).map_err(|e| {
+    send_request(&request, exchange.what)
+}
+
+/// One exchange of a request the caller keeps, so that a business call
+/// retried after a 401 sends its body again without a copy. `what` names
+/// the destination in errors.
+pub fn send_request(
+    request: &transport::OutgoingRequest,
+    what: &str,
+) -> Result<transport::IncomingResponse, ConnectorError> {
+    transport::send(request).map_err(|e| {
         ConnectorError::Transport(match e {
             transport::TransportError::Refused(why) => {
                 format!("the host refused the request to {what}: {why}")
@@ -51,7 +61,7 @@ pub fn send(exchange: Exchange<'_>) -> Result<transport::IncomingResponse, Conne
             }
             transport::TransportError::Timeout => format!(
                 "no complete answer from {what} within {} ms; raise the request timeout (at most 300 s) or ask for less data per call",
-                exchange.timeout_ms
+                request.timeout_ms
             ),
             transport::TransportError::Other(why) => format!("exchange with {what} failed: {why}"),
         })

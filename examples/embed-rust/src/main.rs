@@ -113,10 +113,15 @@ async fn main() -> anyhow::Result<()> {
     let mut linker = Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     Connector::add_to_linker::<Host, HasSelf<Host>>(&mut linker, |host| host)?;
+    // This workspace builds reqwest's rustls without a crypto provider (ring is a much smaller
+    // build than the default aws-lc): pick one before building a client, or reqwest panics.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    #[allow(clippy::disallowed_methods)] // the workspace's rule is for its own crates; this host stands alone
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
     let host = Host {
         wasi: WasiCtx::builder().build(), // no files, environment or sockets
         table: ResourceTable::new(),
-        http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?,
+        http,
         allowed_hosts: Vec::new(),
         tokens: HashMap::new(),
         last_version: 0,

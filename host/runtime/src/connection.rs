@@ -218,10 +218,16 @@ impl Connection {
         }
     }
 
-    pub async fn call(&self, request: GatewayRequest) -> Result<GatewayResponse, ConnectorError> {
+    /// One gateway call. The request may come shared (`Arc`), so that a
+    /// caller retrying it does not copy its body for each attempt.
+    pub async fn call(
+        &self,
+        request: impl Into<Arc<GatewayRequest>>,
+    ) -> Result<GatewayResponse, ConnectorError> {
         if let Some(limiter) = &self.limiter {
             limiter.acquire().await;
         }
+        let request = request.into();
         self.run(|b, s, h| {
             Box::pin(async move { b.ionflow_gateway_gateway().call_call(s, h, &request).await })
         })

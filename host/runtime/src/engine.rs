@@ -57,17 +57,7 @@ impl Runtime {
         tokens: Arc<dyn TokenStore>,
         cache_dir: Option<&Path>,
     ) -> anyhow::Result<Self> {
-        let mut config = Config::new();
-        // Every guest call runs against a deadline, so a runaway connector
-        // fails its call instead of hanging the host.
-        config.epoch_interruption(true);
-        // The connector is called one export at a time per store; the
-        // concurrent (component-model-async) call path costs about 2 µs
-        // more per export call and is not needed (BENCHMARKS.md, P1).
-        config.concurrency_support(false);
-        let engine = Engine::new(&config)
-            .map_err(anyhow::Error::from)
-            .context("could not create the wasmtime engine")?;
+        let engine = new_engine()?;
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         Connector::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
@@ -226,6 +216,55 @@ impl Runtime {
         )
         .await
     }
+}
+
+/// The engine every runtime uses: its settings decide which precompiled
+/// artifacts it accepts (they are part of the cache key).
+fn new_engine() -> anyhow::Result<Engine> {
+    let mut config = Config::new();
+    // Every guest call runs against a deadline, so a runaway connector
+    // fails its call instead of hanging the host.
+    config.epoch_interruption(true);
+    // The connector is called one export at a time per store; the
+    // concurrent (component-model-async) call path costs about 2 µs
+    // more per export call and is not needed (BENCHMARKS.md, P1).
+    config.concurrency_support(false);
+    // Code for the target's baseline CPU rather than this machine's
+    // features: an artifact precompiled where an image is built then loads
+    // on any machine of the same architecture (the features are part of the
+    // cache key). The connector uses no SIMD, so it loses nothing by it.
+    config
+        .target(env!("IONFLOW_HOST_TARGET"))
+        .map_err(anyhow::Error::from)
+        .context("could not configure the wasmtime target")?;
+    Engine::new(&config)
+        .map_err(anyhow::Error::from)
+        .context("could not create the wasmtime engine")
+}
+
+/// Compiles the embedded connector into `cache_dir` (`ionflow connector
+/// precompile`), so that every later start, in this container image for
+/// example, loads it instead of compiling. Returns the artifact's path.
+pub fn precompile_embedded(cache_dir: &Path) -> anyhow::Result<PathBuf> {
+    let engine = new_engine()?;
+    let (component, digest) =
+        components::compile(&engine, EMBEDDED_CONNECTOR, "embedded", Some(cache_dir))?;
+    drop(component);
+    // The cache never fails a run that cannot write it; this command exists
+    // to write it, so check that the artifact is there and loads.
+    let path = components::cache_path(&engine, digest, cache_dir);
+    // SAFETY: `compile` just wrote (or found) this file for this component
+    // and engine in the cache folder the caller chose.
+    unsafe { wasmtime::component::Component::deserialize_file(&engine, &path) }
+        .map_err(anyhow::Error::from)
+        .with_context(|| {
+            format!(
+                "could not write the precompiled connector to {}: check that the folder \
+                 exists or can be created and is writable",
+                path.display()
+            )
+        })?;
+    Ok(path)
 }
 
 /// Advances the engine's epoch in the background for as long as the runtime lives.

@@ -45,6 +45,7 @@
 //! | 0 | [`contract`] | the WIT files, embedded for `ionflow connector export --wit` |
 //! | 0 | [`private_files`] | folders 0700 and files 0600 whatever the umask; leftovers of dead writers (nothing) |
 //! | 0 | `secret` | [`Secret`], a string whose `Debug` and `Display` print a mask |
+//! | 0 | [`tls`] | the TLS crypto provider, installed before any HTTP client is built |
 //! | 1 | [`capabilities`] | transport, token store and log, and the per-instance `HostState` (bindings, limits) |
 //! | 1 | `error` | [`ConnectorError`] and [`ErrorKind`] (bindings, limits) |
 //! | 1 | `token` | [`AccessToken`] (bindings, secret) |
@@ -55,7 +56,8 @@
 //!
 //! Everything an embedder uses is re-exported here; only `capabilities`
 //! (to implement a [`TokenStore`](capabilities::TokenStore) or reuse the
-//! transport), `contract` and `private_files` are public modules.
+//! transport), `contract`, `private_files` and `tls` (to build other HTTP
+//! clients) are public modules.
 
 mod bindings;
 pub mod capabilities;
@@ -69,6 +71,7 @@ pub mod private_files;
 mod rate_limit;
 mod secret;
 mod token;
+pub mod tls;
 
 pub use bindings::exports::ionflow::gateway::auth::{
     AuthorizationStart, ClientAuth, ConnectionInfo, Finding, Grant, Inspection,
@@ -80,7 +83,7 @@ pub use bindings::exports::ionflow::gateway::gateway::{
 pub use bindings::ionflow::gateway::types::Method;
 pub use components::{ComponentDigest, ComponentError, ConnectorComponent, WORLD};
 pub use connection::Connection;
-pub use engine::{EMBEDDED_CONNECTOR, Runtime};
+pub use engine::{EMBEDDED_CONNECTOR, Runtime, precompile_embedded};
 pub use error::{ConnectorError, ErrorKind};
 pub use limits::{ConnectionStats, DEFAULT_MAX_RESPONSE_BYTES, SandboxLimits};
 pub use rate_limit::RateLimit;

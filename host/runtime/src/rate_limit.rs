@@ -5,7 +5,8 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use tokio::sync::Mutex;
+use std::sync::Mutex;
+
 use tokio::time::Instant;
 
 /// Calls per window, matching an endpoint policy of the gateway.
@@ -34,6 +35,9 @@ const SAFETY_MARGIN: Duration = Duration::from_millis(50);
 
 pub(crate) struct Limiter {
     limit: RateLimit,
+    /// A plain mutex: it is held for a few deque operations and never across
+    /// an await, and an async one queued every caller behind the others
+    /// (BENCHMARKS.md, P1).
     sent: Mutex<VecDeque<Instant>>,
 }
 
@@ -50,35 +54,42 @@ impl Limiter {
 
     /// Waits until one more call fits the policy, and counts it.
     pub(crate) async fn acquire(&self) {
-        let window = self.limit.window + SAFETY_MARGIN;
-        let spacing = window / self.limit.requests;
-        loop {
-            let mut sent = self.sent.lock().await;
-            let now = Instant::now();
-            while sent
-                .front()
-                .is_some_and(|t| now.duration_since(*t) >= window)
-            {
-                sent.pop_front();
-            }
-            let mut ready_at = now;
-            if sent.len() >= self.limit.requests as usize
-                && let Some(oldest) = sent.front()
-            {
-                ready_at = ready_at.max(*oldest + window);
-            }
-            if self.limit.smoothing
-                && let Some(last) = sent.back()
-            {
-                ready_at = ready_at.max(*last + spacing);
-            }
-            if ready_at <= now {
-                sent.push_back(now);
-                return;
-            }
-            drop(sent);
+        while let Some(ready_at) = self.try_acquire(Instant::now()) {
             tokio::time::sleep_until(ready_at).await;
         }
+    }
+
+    /// Counts a call sent at `now` if the policy allows it; otherwise says
+    /// when to try again. Synchronous, so the lock is never held across an await.
+    fn try_acquire(&self, now: Instant) -> Option<Instant> {
+        let window = self.limit.window + SAFETY_MARGIN;
+        let spacing = window / self.limit.requests;
+        let mut sent = self
+            .sent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while sent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= window)
+        {
+            sent.pop_front();
+        }
+        let mut ready_at = now;
+        if sent.len() >= self.limit.requests as usize
+            && let Some(oldest) = sent.front()
+        {
+            ready_at = ready_at.max(*oldest + window);
+        }
+        if self.limit.smoothing
+            && let Some(last) = sent.back()
+        {
+            ready_at = ready_at.max(*last + spacing);
+        }
+        if ready_at <= now {
+            sent.push_back(now);
+            return None;
+        }
+        Some(ready_at)
     }
 }
 

@@ -33,7 +33,10 @@ impl Harness {
     async fn start(config: SimConfig) -> Harness {
         let sim = Simulator::start(config).await.expect("simulator starts");
         let ionapi = serde_json::from_str(&sim.ionapi_json()).unwrap();
-        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let http = ionflow_runtime::tls::client_builder()
+            .no_proxy()
+            .build()
+            .unwrap();
         Harness { sim, http, ionapi }
     }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
-use super::{Exit, new_runtime};
+use super::{Exit, cache_dir, new_runtime};
 use ionflow_runtime::contract::{WIT_FILES, WIT_PACKAGE};
 use ionflow_runtime::{EMBEDDED_CONNECTOR, WORLD};
 
@@ -20,6 +20,19 @@ pub enum ConnectorCommand {
     /// Check that a component implements the ionflow:gateway/connector world
     #[command(after_help = "Example:\n  ionflow connector check vendor/connector.wasm")]
     Check(CheckArgs),
+    /// Compile the embedded connector into the cache now, so that no later
+    /// start pays for it (run it when building a container image)
+    #[command(
+        after_help = "Example:\n  IONFLOW_CACHE_DIR=/var/cache/ionflow ionflow connector precompile"
+    )]
+    Precompile(PrecompileArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PrecompileArgs {
+    /// The cache folder (default: IONFLOW_CACHE_DIR, else $XDG_CACHE_HOME/ionflow or ~/.cache/ionflow)
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -42,7 +55,20 @@ pub async fn connector(command: ConnectorCommand) -> anyhow::Result<Exit> {
     match command {
         ConnectorCommand::Export(args) => export(args),
         ConnectorCommand::Check(args) => check(args).await,
+        ConnectorCommand::Precompile(args) => precompile(args),
     }
+}
+
+fn precompile(args: PrecompileArgs) -> anyhow::Result<Exit> {
+    let dir = args.cache_dir.or_else(cache_dir).ok_or_else(|| {
+        anyhow::anyhow!("no cache folder: pass --cache-dir DIR or set IONFLOW_CACHE_DIR (or HOME)")
+    })?;
+    let path = ionflow_runtime::precompile_embedded(&dir)?;
+    println!(
+        "connector precompiled for this ionflow build: {}",
+        path.display()
+    );
+    Ok(Exit::Success)
 }
 
 fn export(args: ExportArgs) -> anyhow::Result<Exit> {

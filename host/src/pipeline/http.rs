@@ -20,7 +20,7 @@ pub struct HttpClient {
 
 impl HttpClient {
     pub fn new(max_response_bytes: u64) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
+        let client = ionflow_runtime::tls::client_builder()
             .user_agent(concat!("ionflow/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("could not build the HTTP client")?;

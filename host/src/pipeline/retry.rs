@@ -66,6 +66,8 @@ pub async fn gateway_call(
     let started = std::time::Instant::now();
     let budget = Duration::from_secs(policy.max_elapsed_secs);
     let mut attempt = 0;
+    // Shared between attempts rather than copied for each.
+    let request = std::sync::Arc::new(request);
     loop {
         let outcome = connection.call(request.clone()).await;
         let (reason, retry_after) = match &outcome {

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use reqwest::header::{HeaderName, HeaderValue};
+
 use super::super::bindings::ionflow::gateway::transport::{
     IncomingResponse, OutgoingRequest, TransportError,
 };
@@ -22,7 +24,7 @@ pub struct HttpTransport {
 
 impl HttpTransport {
     pub fn new() -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
+        let client = crate::tls::client_builder()
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("ionflow/", env!("CARGO_PKG_VERSION")))
             .pool_idle_timeout(Duration::from_secs(60))
@@ -50,7 +52,14 @@ impl HttpTransport {
         connection: &str,
         stats: &ConnectionStats,
     ) -> Result<IncomingResponse, TransportError> {
-        if let Some(why) = rewritten_by_parsing(&request.url) {
+        let OutgoingRequest {
+            method,
+            url: url_text,
+            headers,
+            body,
+            timeout_ms,
+        } = request;
+        if let Some(why) = rewritten_by_parsing(&url_text) {
             stats.record_refusal();
             tracing::warn!(connection, "refused a connector request whose path {why}");
             return Err(TransportError::Refused(format!(
@@ -58,11 +67,16 @@ impl HttpTransport {
                  a gateway path must stay below {{iu}}/{{ti}}/"
             )));
         }
-        let url = reqwest::Url::parse(&request.url)
+        // The one parse of the URL: reqwest takes the parsed form as it is.
+        let url = reqwest::Url::parse(&url_text)
             .map_err(|e| TransportError::Other(format!("invalid URL: {e}")))?;
-        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        // The parser lower-cases host names; allowed hosts are lower case.
+        let host = url.host_str().unwrap_or_default();
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        if !allowed_hosts.iter().any(|allowed| allowed == host) {
+        if !allowed_hosts
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(host))
+        {
             stats.record_refusal();
             tracing::warn!(
                 connection,
@@ -76,7 +90,7 @@ impl HttpTransport {
                 allowed_hosts.join(", ")
             )));
         }
-        let method = match request.method {
+        let method = match method {
             Method::Get => reqwest::Method::GET,
             Method::Head => reqwest::Method::HEAD,
             Method::Post => reqwest::Method::POST,
@@ -84,18 +98,26 @@ impl HttpTransport {
             Method::Patch => reqwest::Method::PATCH,
             Method::Delete => reqwest::Method::DELETE,
         };
-        let mut builder = self
-            .client
-            .request(method, url)
-            .timeout(Duration::from_millis(request.timeout_ms.max(1).into()));
-        for (name, value) in &request.headers {
-            builder = builder.header(name, value);
+        // The request is assembled directly, moving the connector's header
+        // values and body in rather than copying them through a builder.
+        let mut outgoing = reqwest::Request::new(method, url);
+        *outgoing.timeout_mut() = Some(Duration::from_millis(timeout_ms.max(1).into()));
+        let map = outgoing.headers_mut();
+        map.reserve(headers.len());
+        for (name, value) in headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| TransportError::Other(format!("invalid header name `{name}`")))?;
+            // The value is not quoted: it may be a credential.
+            let value = HeaderValue::try_from(value).map_err(|_| {
+                TransportError::Other(format!("invalid value for the header `{name}`"))
+            })?;
+            map.append(name, value);
         }
-        if !request.body.is_empty() {
-            builder = builder.body(request.body);
+        if !body.is_empty() {
+            *outgoing.body_mut() = Some(body.into());
         }
-        stats.record(request.url.as_str());
-        let response = builder.send().await.map_err(classify)?;
+        stats.record(&url_text);
+        let response = self.client.execute(outgoing).await.map_err(classify)?;
         let status = response.status().as_u16();
         let headers = response
             .headers()

@@ -10,7 +10,7 @@ use crate::config::Variables;
 use crate::config::{Check, RetryConfig, default_page_size};
 use crate::pipeline::retry::{RunStats, gateway_call};
 use crate::products::m3;
-use ionflow_runtime::{Connection, GatewayRequest, Method};
+use ionflow_runtime::{Connection, GatewayRequest, GatewayResponse, Method};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -85,6 +85,11 @@ pub struct M3ListReader {
     done: bool,
     retry: RetryConfig,
     stats: Arc<RunStats>,
+    /// The next page's call, started as soon as its key is known, so that it
+    /// runs while the pipeline works on the page just returned. A reader
+    /// dropped before taking it lets it finish (a read; cancelling a call
+    /// inside the sandbox would lose the instance).
+    ahead: Option<tokio::task::JoinHandle<anyhow::Result<GatewayResponse>>>,
 }
 
 impl M3ListReader {
@@ -127,6 +132,39 @@ impl M3ListReader {
             done: false,
             retry: config.retry,
             stats,
+            ahead: None,
+        })
+    }
+
+    /// Starts the call for the page at `next_key` (or the start key) as a task.
+    fn start_call(
+        &self,
+        maxrecs: u32,
+    ) -> tokio::task::JoinHandle<anyhow::Result<GatewayResponse>> {
+        let mut query = self.query.clone();
+        if let Some(key) = self.next_key.as_ref().or(self.start_key.as_ref()) {
+            query.push((self.key_field.clone(), key.clone()));
+        }
+        query.push(("maxrecs".into(), maxrecs.to_string()));
+        let request = GatewayRequest {
+            method: Method::Get,
+            path: self.path.clone(),
+            query,
+            headers: vec![],
+            body: vec![],
+            timeout_ms: None,
+        };
+        let (connection, retry, stats) = (self.connection.clone(), self.retry, self.stats.clone());
+        let what = format!(
+            "M3 {} via connection `{}`",
+            self.transaction,
+            self.connection.name()
+        );
+        tokio::spawn(async move {
+            gateway_call(&connection, request, &retry, true, &stats)
+                .await
+                .map(|(response, _)| response)
+                .context(what)
         })
     }
 
@@ -142,28 +180,11 @@ impl M3ListReader {
         } else {
             self.page_size
         };
-        let mut query = self.query.clone();
-        if let Some(key) = self.next_key.as_ref().or(self.start_key.as_ref()) {
-            query.push((self.key_field.clone(), key.clone()));
-        }
-        query.push(("maxrecs".into(), maxrecs.to_string()));
-        let request = GatewayRequest {
-            method: Method::Get,
-            path: self.path.clone(),
-            query,
-            headers: vec![],
-            body: vec![],
-            timeout_ms: None,
+        let call = match self.ahead.take() {
+            Some(call) => call,
+            None => self.start_call(maxrecs),
         };
-        let (response, _) = gateway_call(&self.connection, request, &self.retry, true, &self.stats)
-            .await
-            .with_context(|| {
-                format!(
-                    "M3 {} via connection `{}`",
-                    self.transaction,
-                    self.connection.name()
-                )
-            })?;
+        let response = call.await.context("the call for the next M3 page stopped")??;
         let mut records = m3::records(response.status, &response.body, &self.transaction)?;
         let fetched = records.len();
         if continuing
@@ -186,7 +207,12 @@ impl M3ListReader {
             })?;
             self.next_key = Some(key.to_owned());
         }
-        Ok(Some(self.limit.take(records)))
+        let records = self.limit.take(records);
+        if !self.done && !self.limit.reached() {
+            // A continuation page asks for one record more (see above).
+            self.ahead = Some(self.start_call(self.page_size + 1));
+        }
+        Ok(Some(records))
     }
 }
 
