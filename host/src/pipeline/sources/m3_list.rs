@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::{Limit, PageReader, SourceContext, SourceKind};
 use crate::config::Variables;
 use crate::config::{Check, RetryConfig, default_page_size};
-use crate::pipeline::retry::{RunStats, gateway_call};
+use crate::pipeline::retry::{CallError, RunStats, gateway_call};
 use crate::products::m3;
 use ionflow_runtime::{Connection, GatewayRequest, Method};
 use schemars::JsonSchema;
@@ -157,6 +157,7 @@ impl M3ListReader {
         };
         let (response, _) = gateway_call(&self.connection, request, &self.retry, true, &self.stats)
             .await
+            .map_err(CallError::into_anyhow)
             .with_context(|| {
                 format!(
                     "M3 {} via connection `{}`",
