@@ -10,7 +10,8 @@ use crate::support::{read_jsonl, run_json, sim_get, sim_post, simulator, workdir
 
 const MESSAGE_PATH: &str = "IONSERVICES/api/ion/messaging/service/v2/message";
 
-/// A pipeline posting every line of `records.jsonl` as one ION message.
+/// A pipeline posting every line of `records.jsonl` as one ION message
+/// through the generic `gateway` sink.
 fn post_each_record(dir: &Path, ionapi: &Path, records: &[Value], sink_extra: &str) -> PathBuf {
     let lines: Vec<String> = records.iter().map(Value::to_string).collect();
     std::fs::write(dir.join("records.jsonl"), lines.join("\n") + "\n").unwrap();
@@ -31,6 +32,8 @@ kind = "gateway"
 connection = "ion"
 method = "POST"
 path = "{MESSAGE_PATH}"
+# ION's v2/message body, the record as its document.
+body = '{{"documentName": "Seq", "fromLogicalId": "lid://infor.ims.test", "document": {{"value": {{{{ record | tojson | tojson }}}}, "encoding": "NONE", "characterSet": "UTF-8"}}}}'
 {sink_extra}
 
 [dead_letter]

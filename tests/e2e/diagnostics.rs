@@ -321,13 +321,15 @@ async fn whoami_resolves_files_pipelines_and_environment_variables() {
         let result = run(ionflow()
             .arg("whoami")
             .arg(connection)
+            .arg("--json")
             .env("IONFLOW_TEST_IONAPI", &json))
         .await;
         assert_eq!(result.code, 0, "{connection}: {}", result.all_output());
         let me = json_out(&result.stdout);
+        assert_eq!(me["user"], "svc_ionflow@acme.example", "{connection}");
         assert_eq!(
-            me["response"]["userlist"][0]["userName"], "svc_ionflow@acme.example",
-            "{connection}"
+            me["users_me"]["response"]["userlist"][0]["userName"], "svc_ionflow@acme.example",
+            "{connection}: the answer as it came"
         );
     }
 

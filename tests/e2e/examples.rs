@@ -195,12 +195,13 @@ async fn m3_items_to_ion_sends_one_document_per_item() {
     let messages = sim_get(&sim, "messages").await;
     let messages = messages.as_array().unwrap();
     assert_eq!(messages.len(), 30);
-    let first = &messages[0]["body"];
-    assert_eq!(first["documentName"], "ItemExport");
-    assert_eq!(first["fromLogicalId"], "lid://infor.ims.ionflow");
-    assert_eq!(first["toLogicalId"], "lid://default");
-    let document: serde_json::Value =
-        serde_json::from_str(first["messagePayload"].as_str().unwrap()).unwrap();
-    assert_eq!(document["ItemExport"]["ItemID"], "ITM000001");
+    let first = &messages[0];
+    assert_eq!(first["endpoint"], "message");
+    assert_eq!(first["document_name"], "ItemExport");
+    assert_eq!(first["from_logical_id"], "lid://infor.ims.ionflow");
+    assert_eq!(first["to_logical_id"], "lid://default");
+    assert_eq!(first["encoding"], "NONE");
+    // The document as ION received it in `document.value`.
+    assert_eq!(first["body"]["ItemExport"]["ItemID"], "ITM000001");
     sim.shutdown().await;
 }

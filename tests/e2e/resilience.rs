@@ -177,6 +177,12 @@ path = "dead.jsonl"
     let dead = read_jsonl(&dir.path().join("dead.jsonl"));
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0]["record"]["item"], "W-1");
+    let error = dead[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("HTTP 503 Service Unavailable")
+            && error.ends_with("the outcome is unknown, check before sending it again"),
+        "{error}"
+    );
     sim.shutdown().await;
 }
 

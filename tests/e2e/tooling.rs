@@ -62,10 +62,11 @@ async fn init_scaffolds_a_project_whose_example_tests_pass() {
         "{}",
         result.stderr
     );
+    // A configuration mistake (issue 16: exit 2, as the README says).
     let again = run(ionflow().arg("init").arg(&project)).await;
     assert_eq!(
         again.code,
-        1,
+        2,
         "init never overwrites: {}",
         again.all_output()
     );

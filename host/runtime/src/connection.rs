@@ -20,7 +20,7 @@ use super::bindings::ionflow::gateway::types::Error as WitError;
 use super::bindings::{Connector, ConnectorPre};
 use super::capabilities::{HostState, HttpTransport, TokenStore};
 use super::error::ConnectorError;
-use super::limits::{ConnectionStats, SandboxLimits, epoch_ticks};
+use super::limits::{CallTrace, ConnectionStats, SandboxLimits, epoch_ticks};
 use super::rate_limit::{Limiter, RateLimit};
 use super::token::AccessToken;
 
@@ -195,6 +195,7 @@ impl Connection {
             )));
         }
         store.set_epoch_deadline(epoch_ticks(self.deadline));
+        store.data_mut().trace = CallTrace::default();
         let refusals = self.stats.refusals();
         let oversized = self.stats.oversized();
         match op(bindings, store, *handle).await {
@@ -208,6 +209,7 @@ impl Connection {
             Ok(Err(WitError::Transport(message))) if self.stats.oversized() > oversized => {
                 Err(ConnectorError::Gateway(WitError::Protocol(message)))
             }
+            Ok(Err(error)) => Err(self.undelivered(error, store.data().trace)),
             Ok(result) => result.map_err(ConnectorError::Gateway),
             Err(trap) => {
                 *stopped = true;
@@ -215,6 +217,24 @@ impl Connection {
                 tracing::error!(connection = %self.name, "{error}");
                 Err(error)
             }
+        }
+    }
+
+    /// A transport or protocol failure of a call that sent nothing the
+    /// product could have seen becomes `NotDelivered`: the host saw every
+    /// exchange, so it knows what the connector's message cannot say.
+    fn undelivered(&self, error: WitError, trace: CallTrace) -> ConnectorError {
+        let lost = matches!(error, WitError::Transport(_) | WitError::Protocol(_));
+        if !lost || trace.reached_product {
+            return ConnectorError::Gateway(error);
+        }
+        let token_endpoint = (trace.token_exchanges > 0).then(|| self.info.token_url.clone());
+        if token_endpoint.is_none() && matches!(error, WitError::Protocol(_)) {
+            return ConnectorError::Gateway(error);
+        }
+        ConnectorError::NotDelivered {
+            token_endpoint,
+            cause: error,
         }
     }
 

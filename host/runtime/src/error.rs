@@ -37,6 +37,30 @@ pub enum ConnectorError {
     /// The connector trapped (a bug, a memory limit or its deadline).
     #[error("the connector failed and was stopped: {0}")]
     Sandbox(String),
+    /// The call's request never reached the product: no access token could
+    /// be obtained from `token_endpoint`, or (when it is `None`) no
+    /// connection to the gateway could be made. Nothing was sent, so the
+    /// call may be made again without risk.
+    #[error("{}", not_delivered(.token_endpoint.as_deref(), .cause))]
+    NotDelivered {
+        token_endpoint: Option<String>,
+        cause: WitError,
+    },
+}
+
+fn not_delivered(token_endpoint: Option<&str>, cause: &WitError) -> String {
+    match token_endpoint {
+        Some(endpoint) => format!(
+            "no access token could be obtained from the token endpoint {endpoint}, so nothing \
+             was sent to the gateway ({}). Check that this machine reaches the identity \
+             service (`pu` and `ot` in the .ionapi file) and run again when it answers",
+            message(cause)
+        ),
+        None => format!(
+            "{}; the request did not reach the gateway, so nothing was sent",
+            message(cause)
+        ),
+    }
 }
 
 impl ConnectorError {
@@ -44,6 +68,7 @@ impl ConnectorError {
         match self {
             ConnectorError::Sandbox(_) => ErrorKind::Sandbox,
             ConnectorError::Refused(_) => ErrorKind::Configuration,
+            ConnectorError::NotDelivered { .. } => ErrorKind::Unavailable,
             ConnectorError::Gateway(e) => match e {
                 WitError::InvalidCredentialsFile(_) | WitError::InvalidOptions(_) => {
                     ErrorKind::Configuration
@@ -61,6 +86,33 @@ impl ConnectorError {
                 | WitError::Unsupported(_) => ErrorKind::Failed,
             },
         }
+    }
+
+    /// Whether the product may have seen the request: it was sent and its
+    /// answer was lost (a timeout, a broken connection, a 504), or the
+    /// connector stopped midway. False for refusals the gateway gives itself
+    /// (401, 403, 413, 429) and for requests that were never sent, so a
+    /// write that failed that way did not happen.
+    pub fn may_have_reached_product(&self) -> bool {
+        match self {
+            ConnectorError::Sandbox(_) => true,
+            ConnectorError::Refused(_) | ConnectorError::NotDelivered { .. } => false,
+            ConnectorError::Gateway(e) => {
+                matches!(e, WitError::GatewayTimeout(_) | WitError::Transport(_))
+            }
+        }
+    }
+
+    /// No access token could be obtained: the token endpoint failed or did
+    /// not answer, so nothing was sent. A run stops at once on this.
+    pub fn is_token_unavailable(&self) -> bool {
+        matches!(
+            self,
+            ConnectorError::NotDelivered {
+                token_endpoint: Some(_),
+                ..
+            }
+        )
     }
 
     /// A 429: the gateway refused the call before it reached the product,
@@ -120,9 +172,19 @@ fn message(e: &WitError) -> String {
             Some(s) => format!("{} (retry after {s} s)", r.message),
             None => r.message.clone(),
         },
-        WitError::PayloadTooLarge(p) => format!(
-            "request body of {} bytes exceeds the payload limit of {} bytes; send smaller batches",
+        // The connector refuses a body over its own limit before sending;
+        // a body within it that still comes back 413 was refused by the gateway.
+        WitError::PayloadTooLarge(p) if p.size_bytes > p.limit_bytes => format!(
+            "request body of {} bytes exceeds the payload limit of {} bytes (the connection's \
+             max_payload_bytes), so it was not sent; send smaller records or batches",
             p.size_bytes, p.limit_bytes
+        ),
+        WitError::PayloadTooLarge(p) => format!(
+            "the gateway refused the request body of {} bytes with HTTP 413 Payload Too Large: \
+             this endpoint's limit is lower than that (the gateway's policy, not ionflow's \
+             max_payload_bytes); send smaller records or batches, or ask the administrator \
+             about the endpoint's payload limit",
+            p.size_bytes
         ),
     }
 }

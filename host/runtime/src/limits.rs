@@ -108,6 +108,19 @@ impl ConnectionStats {
     }
 }
 
+/// What one export call did on the network, so that its error can say
+/// whether the request reached the product and, when it did not, why.
+/// Kept per connector instance and reset before each call.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct CallTrace {
+    /// Exchanges with the token endpoint during the call.
+    pub(crate) token_exchanges: u32,
+    /// A business request went out and the product may have seen it: it
+    /// was answered with a status other than 401 (the gateway's own
+    /// refusal), or its answer was lost after it was sent.
+    pub(crate) reached_product: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,11 @@ pub(crate) fn router() -> Router<Arc<SimState>> {
         .route("/saml-assertion", get(super::login::issue_assertion))
         .route("/throttle", post(throttle))
         .route("/faults", post(add_fault).delete(clear_faults))
+        .route(
+            "/token-faults",
+            post(add_token_fault).delete(clear_token_faults),
+        )
+        .route("/datalake", post(add_datalake_object))
         .route("/quota", post(set_quota))
         .route_layer(middleware::from_fn(loopback_only))
 }
@@ -125,6 +130,83 @@ async fn add_fault(
 ) -> StatusCode {
     lock(&state.faults).add(fault);
     StatusCode::NO_CONTENT
+}
+
+/// `POST /__sim/token-faults` with a fault (its `path_prefix` is ignored):
+/// the next `count` token requests are delayed, answered with `status`, or
+/// cut, as an identity service that is slow or down would.
+async fn add_token_fault(
+    State(state): State<Arc<SimState>>,
+    Json(fault): Json<super::faults::Fault>,
+) -> StatusCode {
+    lock(&state.token_faults).add(super::faults::Fault {
+        path_prefix: String::new(),
+        ..fault
+    });
+    StatusCode::NO_CONTENT
+}
+
+/// `DELETE /__sim/token-faults`: the token endpoint answers normally again.
+async fn clear_token_faults(State(state): State<Arc<SimState>>) -> StatusCode {
+    lock(&state.token_faults).clear();
+    StatusCode::NO_CONTENT
+}
+
+/// An object put straight into the Data Lake, as if ION had received it.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewObject {
+    document_name: String,
+    #[serde(default = "default_from")]
+    from_logical_id: String,
+    /// The bytes, base64-encoded (binary objects)...
+    content_base64: Option<String>,
+    /// ...or as text.
+    content: Option<String>,
+}
+
+fn default_from() -> String {
+    "lid://infor.sim.datalake".into()
+}
+
+/// `POST /__sim/datalake` with `{document_name, from_logical_id?,
+/// content | content_base64}`: answers `{dl_id}`.
+async fn add_datalake_object(
+    State(state): State<Arc<SimState>>,
+    Json(object): Json<NewObject>,
+) -> Response {
+    use base64::Engine as _;
+    let bytes = match (object.content, object.content_base64) {
+        (Some(text), None) => text.into_bytes(),
+        (None, Some(b64)) => match base64::engine::general_purpose::STANDARD.decode(b64) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(json!({"error": e.to_string()})),
+                )
+                    .into_response();
+            }
+        },
+        _ => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": "send exactly one of content and content_base64"})),
+            )
+                .into_response();
+        }
+    };
+    let (_, dl_id) = lock(&state.messages).push(super::ion::Document {
+        endpoint: super::ion::Endpoint::Control,
+        content_type: None,
+        document_name: object.document_name,
+        from_logical_id: object.from_logical_id,
+        to_logical_id: "lid://default".into(),
+        message_id: None,
+        encoding: "NONE".into(),
+        bytes,
+    });
+    Json(json!({ "dl_id": dl_id })).into_response()
 }
 
 /// `DELETE /__sim/faults`: forget every pending fault.

@@ -25,6 +25,7 @@ mod ido;
 mod ion;
 mod login;
 mod m3;
+mod multipart;
 mod oauth;
 mod scopes;
 mod users;
@@ -143,6 +144,8 @@ pub(crate) struct SimState {
     compass: Mutex<compass::Jobs>,
     throttle: Mutex<control::Throttle>,
     faults: Mutex<faults::Faults>,
+    /// Faults of the token endpoint (`/__sim/token-faults`).
+    token_faults: Mutex<faults::Faults>,
     quota: Mutex<Option<faults::Quota>>,
     logins: Mutex<login::LoginRegistry>,
     /// Fault: answer every business call with 401, however good the token.
@@ -163,6 +166,7 @@ impl SimState {
             compass: Mutex::new(compass::Jobs::default()),
             throttle: Mutex::new(control::Throttle::default()),
             faults: Mutex::new(faults::Faults::default()),
+            token_faults: Mutex::new(faults::Faults::default()),
             quota: Mutex::new(config.quota_requests.map(|requests| {
                 faults::Quota::new(
                     requests,
@@ -241,8 +245,16 @@ fn router(state: Arc<SimState>) -> Router {
             post(ion::send_message),
         )
         .route(
+            "/IONSERVICES/api/ion/messaging/service/v2/multipartMessage",
+            post(ion::send_multipart_message),
+        )
+        .route(
             "/IONSERVICES/datalakeapi/v1/payloads/list",
             get(datalake::list),
+        )
+        .route(
+            "/IONSERVICES/datalakeapi/v1/payloads/streambyid",
+            get(datalake::stream_by_id),
         )
         // Compass documents its paths with a trailing slash; clients that
         // normalise paths send them without one, and both are served.

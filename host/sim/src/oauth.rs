@@ -597,6 +597,18 @@ pub(crate) async fn token(
     uri: Uri,
     body: Bytes,
 ) -> Response {
+    // `/__sim/token-faults`: an identity service that is slow or down.
+    let fault = lock(&state.token_faults).take("");
+    if let Some(fault) = fault {
+        state.counters.update(|c| c.faults_injected += 1);
+        match fault.inject() {
+            super::faults::Injected::Answer(response) => {
+                tokio::time::sleep(std::time::Duration::from_millis(fault.delay_ms)).await;
+                return response;
+            }
+            super::faults::Injected::Delay(delay) => tokio::time::sleep(delay).await,
+        }
+    }
     match handle_token_request(&state, &headers, &uri, &body) {
         Ok(issued) => {
             tracing::debug!(refresh = issued.refresh_token.is_some(), "token issued");

@@ -1,5 +1,6 @@
 //! `ionflow login`, `logout` and `keepalive`: the life of a stored grant.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -8,8 +9,10 @@ use axum::response::Html;
 use clap::{Args, ValueEnum};
 use tokio::sync::mpsc;
 
-use super::connection::ConnectionArgs;
-use super::{Exit, new_runtime, new_session};
+use super::connection::{ConnectionArgs, grant_name};
+use super::output::outln;
+use super::{Exit, grants_of, new_runtime, open_storage, runtime_on};
+use ionflow_runtime::capabilities::TokenStore;
 use ionflow_runtime::{Connection, Grant, Runtime};
 
 #[derive(Debug, Args)]
@@ -158,7 +161,7 @@ pub async fn login(args: LoginArgs, quiet: bool) -> anyhow::Result<Exit> {
         anyhow::bail!("the redirect carried no code and state");
     };
     let info = connection.complete_authorization(code, state).await?;
-    println!(
+    outln!(
         "logged in: token expires in {} s; refresh token {}",
         info.expires_in_secs,
         if info.has_refresh_token {
@@ -180,12 +183,41 @@ async fn callback(
     )
 }
 
+/// A runtime on the configured store, and that store's tokens, so that a
+/// command can say what was stored before it acted.
+async fn runtime_and_tokens() -> anyhow::Result<(Runtime, Arc<dyn TokenStore>)> {
+    let storage = open_storage().await?;
+    let tokens = storage.tokens();
+    Ok((runtime_on(tokens.clone())?, tokens))
+}
+
+/// Whether the token store holds an entry for the connection.
+async fn stored(tokens: &dyn TokenStore, connection: &Connection) -> anyhow::Result<bool> {
+    tokens
+        .load(&connection.info().store_key)
+        .await
+        .map(|entry| entry.is_some())
+        .map_err(|e| anyhow::anyhow!("the token store could not be read: {e:?}"))
+}
+
 /// Revokes the grant whoever else holds it: an operator's explicit end.
 /// A revocation that fails still deletes the stored tokens, so that no
 /// later run trusts tokens the gateway may already have revoked.
 pub async fn logout(args: StoredGrantArgs) -> anyhow::Result<Exit> {
-    let (runtime, grants) = new_session().await?;
+    let storage = open_storage().await?;
+    let tokens = storage.tokens();
+    let runtime = runtime_on(tokens.clone())?;
+    let grants = grants_of(storage.as_ref());
     let connection = open(&runtime, &args.connection, grant_arg(args.grant)).await?;
+    if !stored(tokens.as_ref(), &connection).await? {
+        outln!(
+            "nothing to log out: no tokens are stored for this connection ({} grant), so \
+             nothing was revoked",
+            grant_name(connection.info().grant)
+        );
+        return Ok(Exit::Success);
+    }
+    let before = connection.stats().requests();
     if let Err(e) = connection.revoke().await {
         grants
             .forget(crate::grants::key(&connection), connection.name())
@@ -195,22 +227,50 @@ pub async fn logout(args: StoredGrantArgs) -> anyhow::Result<Exit> {
              ends on its own when its refresh token expires",
         ));
     }
-    println!("logged out: the refresh token was revoked and the stored tokens forgotten");
+    if connection.stats().requests() > before {
+        outln!(
+            "logged out: the stored token was revoked at {} and the stored tokens forgotten",
+            connection
+                .info()
+                .revocation_url
+                .as_deref()
+                .unwrap_or("the revocation endpoint")
+        );
+    } else {
+        outln!("logged out: the stored entry held no token to revoke; it was forgotten");
+    }
     Ok(Exit::Success)
 }
 
 pub async fn keepalive(args: StoredGrantArgs) -> anyhow::Result<Exit> {
-    let runtime = new_runtime().await?;
+    let (runtime, tokens) = runtime_and_tokens().await?;
     let connection = open(&runtime, &args.connection, grant_arg(args.grant)).await?;
+    let had_grant = stored(tokens.as_ref(), &connection).await?;
+    let before = connection.stats().token_requests();
     let info = connection.refresh().await?;
+    let requests = connection.stats().token_requests() - before;
     if !info.has_refresh_token {
         anyhow::bail!(
             "no refresh token is held for this connection, so there is nothing to keep alive; \
              enable \"Issue Refresh Token\" on the authorized app"
         );
     }
-    println!(
-        "refreshed: the new refresh token is stored; the access token expires in {} s",
+    let grant = grant_name(info.grant);
+    let what = match (had_grant, requests) {
+        (false, _) => format!(
+            "no grant was stored for this connection: a new {grant} grant was made and its \
+             refresh token stored"
+        ),
+        (true, 0 | 1) => {
+            "refreshed: the stored refresh token was spent and the new one stored".to_owned()
+        }
+        (true, _) => format!(
+            "the stored refresh token was refused (rotated elsewhere, revoked or idle too long): \
+             a new {grant} grant was made and its refresh token stored"
+        ),
+    };
+    outln!(
+        "{what}; the access token expires in {} s",
         info.expires_in_secs
     );
     Ok(Exit::Success)

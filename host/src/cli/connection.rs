@@ -5,10 +5,12 @@ use anyhow::Context as _;
 use clap::Args;
 use serde_json::json;
 
+use super::output::outln;
 use super::{Exit, new_runtime, new_session, parse_vars};
 use crate::credentials::{self, ResolvedConnection};
 use crate::grants::{Grants, join_wait};
 use crate::pipeline::Variables;
+use crate::products::ifs;
 use ionflow_runtime::{Connection, ErrorKind, GatewayRequest, Grant, Method, Runtime};
 
 #[derive(Debug, Args)]
@@ -71,8 +73,6 @@ impl Diagnostic {
     }
 }
 
-const USERS_ME: &str = "ifsservice/usermgt/v2/users/me";
-
 fn get(path: &str, query: Vec<(String, String)>) -> GatewayRequest {
     GatewayRequest {
         method: Method::Get,
@@ -84,21 +84,44 @@ fn get(path: &str, query: Vec<(String, String)>) -> GatewayRequest {
     }
 }
 
-pub async fn whoami(args: ConnectionArgs) -> anyhow::Result<Exit> {
-    let session = Diagnostic::begin(&args).await?;
-    let response = session.connection.call(get(USERS_ME, vec![])).await;
+#[derive(Debug, Args)]
+pub struct WhoamiArgs {
+    #[command(flatten)]
+    connection: ConnectionArgs,
+    /// Print the user as JSON, with the answer of users/me as it came
+    #[arg(long)]
+    json: bool,
+}
+
+/// The user, display name, tenant and grant of a connection, in one line.
+pub async fn whoami(args: WhoamiArgs) -> anyhow::Result<Exit> {
+    let session = Diagnostic::begin(&args.connection).await?;
+    let response = session.connection.call(get(ifs::USERS_ME_PATH, vec![])).await;
+    let info = session.connection.info().clone();
     session.end().await;
-    let response = response.with_context(|| format!("GET {USERS_ME}"))?;
-    let body: serde_json::Value = serde_json::from_slice(&response.body).with_context(|| {
-        format!(
-            "users/me answered HTTP {} with a body that is not JSON",
-            response.status
-        )
-    })?;
-    if !(200..300).contains(&response.status) {
-        anyhow::bail!("users/me answered HTTP {}: {body}", response.status);
+    let response = response.with_context(|| format!("GET {}", ifs::USERS_ME_PATH))?;
+    let me = ifs::me(response.status, &response.body)?;
+    let grant = grant_name(info.grant);
+    if args.json {
+        let out = json!({
+            "user": me.user,
+            "display_name": me.display_name,
+            "tenant": info.tenant,
+            "grant": grant,
+            "users_me": me.raw,
+        });
+        outln!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        let display = me
+            .display_name
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default();
+        outln!(
+            "{}{display}, tenant {}, grant {grant}",
+            me.user,
+            info.tenant
+        );
     }
-    println!("{}", serde_json::to_string_pretty(&body)?);
     Ok(Exit::Success)
 }
 
@@ -141,16 +164,16 @@ pub async fn token(args: TokenArgs) -> anyhow::Result<Exit> {
         if args.show_token {
             out["access_token"] = json!(token.token.expose());
         }
-        println!("{out}");
+        outln!("{out}");
         return Ok(Exit::Success);
     }
-    println!("token type     {}", token.token_type);
-    println!("expires in     {} s", token.expires_in_secs);
-    println!(
+    outln!("token type     {}", token.token_type);
+    outln!("expires in     {} s", token.expires_in_secs);
+    outln!(
         "scope          {}",
         token.scope.as_deref().unwrap_or("(none given)")
     );
-    println!(
+    outln!(
         "refresh token  {}",
         if token.has_refresh_token {
             "issued"
@@ -158,11 +181,11 @@ pub async fn token(args: TokenArgs) -> anyhow::Result<Exit> {
             "not issued"
         }
     );
-    println!("grant          {grant}");
+    outln!("grant          {grant}");
     if args.show_token {
-        println!("access token   {}", token.token.expose());
+        outln!("access token   {}", token.token.expose());
     } else {
-        println!("access token   ***** (add --show-token to print it)");
+        outln!("access token   ***** (add --show-token to print it)");
     }
     Ok(Exit::Success)
 }
@@ -257,13 +280,13 @@ fn print_results(results: &[Probe<'_>], json: bool) {
                 json!({ "path": path, "verdict": verdict.name(), "status": status, "detail": detail })
             })
             .collect();
-        println!("{}", serde_json::Value::Array(out));
+        outln!("{}", serde_json::Value::Array(out));
     } else {
         for (path, verdict, status, detail) in results {
             let status = status.map_or_else(|| "no answer".to_owned(), |s| format!("HTTP {s}"));
-            println!("{:<9}  {path}  ({status})", verdict.name());
+            outln!("{:<9}  {path}  ({status})", verdict.name());
             if let Some(detail) = detail {
-                println!("           {detail}");
+                outln!("           {detail}");
             }
         }
     }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
+use super::output::outln;
 use super::{Exit, cache_dir, new_runtime};
 use ionflow_runtime::contract::{WIT_FILES, WIT_PACKAGE};
 use ionflow_runtime::{EMBEDDED_CONNECTOR, WORLD};
@@ -64,7 +65,7 @@ fn precompile(args: PrecompileArgs) -> anyhow::Result<Exit> {
         anyhow::anyhow!("no cache folder: pass --cache-dir DIR or set IONFLOW_CACHE_DIR (or HOME)")
     })?;
     let path = ionflow_runtime::precompile_embedded(&dir)?;
-    println!(
+    outln!(
         "connector precompiled for this ionflow build: {}",
         path.display()
     );
@@ -73,15 +74,17 @@ fn precompile(args: PrecompileArgs) -> anyhow::Result<Exit> {
 
 fn export(args: ExportArgs) -> anyhow::Result<Exit> {
     if args.out.is_none() && args.wit.is_none() {
-        anyhow::bail!(
+        return Err(crate::pipeline::UsageError(
             "say what to export: --out FILE.wasm for the component, --wit DIR for its WIT package"
-        );
+                .into(),
+        )
+        .into());
     }
     if let Some(out) = &args.out {
         create_parent(out)?;
         std::fs::write(out, EMBEDDED_CONNECTOR)
             .with_context(|| format!("cannot write the component to {}", out.display()))?;
-        println!(
+        outln!(
             "component ({WORLD}, {} bytes) written to {}",
             EMBEDDED_CONNECTOR.len(),
             out.display()
@@ -95,7 +98,7 @@ fn export(args: ExportArgs) -> anyhow::Result<Exit> {
             std::fs::write(&path, text)
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
-        println!("WIT package {WIT_PACKAGE} written to {}", dir.display());
+        outln!("WIT package {WIT_PACKAGE} written to {}", dir.display());
     }
     Ok(Exit::Success)
 }
@@ -103,7 +106,7 @@ fn export(args: ExportArgs) -> anyhow::Result<Exit> {
 async fn check(args: CheckArgs) -> anyhow::Result<Exit> {
     let runtime = new_runtime().await?;
     let component = runtime.load_connector_file(&args.component)?;
-    println!(
+    outln!(
         "ok: {} implements {WORLD} (sha256 {})",
         args.component.display(),
         component.digest()

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use clap::Args;
 
+use super::output::{out, outln};
 use super::{Exit, interactive, new_session};
 use crate::pipeline::{Pipeline, Variables};
 use ionflow_sim::{SimConfig, Simulator};
@@ -52,7 +53,7 @@ async fn run_demo(sim: &Simulator, args: &DemoArgs, quiet: bool) -> anyhow::Resu
         ("IONFLOW_DEMO_OUT".to_string(), out.display().to_string()),
     ]));
     if !quiet {
-        println!(
+        outln!(
             "gateway simulator on {} ({} items)",
             sim.base_url(),
             args.items
@@ -72,7 +73,7 @@ async fn run_demo(sim: &Simulator, args: &DemoArgs, quiet: bool) -> anyhow::Resu
     let _ = std::fs::remove_dir_all(&secrets_dir);
     let summary = outcome?;
     if !quiet {
-        print!("{summary}");
+        out!("{summary}");
     }
     Ok(if summary.records_failed > 0 {
         Exit::RecordsFailed

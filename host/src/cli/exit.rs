@@ -3,17 +3,18 @@
 use std::process::ExitCode;
 
 use crate::pipeline::run_lock::LockHeld;
-use crate::pipeline::{ConfigError, ConfigErrors, Interrupted};
+use crate::pipeline::{CallError, ConfigError, ConfigErrors, Interrupted, Unavailable, UsageError};
 use crate::store::StorageError;
 use ionflow_runtime::{ComponentError, ConnectorError, ErrorKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
-    /// Everything worked.
+    /// Everything worked (or the reader of the output went away early).
     Success = 0,
     /// An unexpected failure (I/O, a product error that stopped the run, a bug).
     Failure = 1,
-    /// The command line, a pipeline file or a `.ionapi` file is wrong.
+    /// The command line (an option's value), a pipeline file, the settings
+    /// or a `.ionapi` file is wrong.
     Config = 2,
     /// The identity provider or gateway refused the credentials (401, 403, invalid_grant).
     Auth = 3,
@@ -21,7 +22,8 @@ pub enum Exit {
     /// jq filter or template failed or hit its time, memory or depth limit
     /// (`crate::sandbox`). `ionflow test`: a test failed.
     RecordsFailed = 4,
-    /// The gateway or network was unavailable (timeouts, 429, 504, connection errors).
+    /// The gateway or network was unavailable (timeouts, 429, 502/503/504
+    /// after the retries, connection errors, a token endpoint that did not answer).
     Unavailable = 5,
     /// Another run of the same pipeline holds its lock (EX_TEMPFAIL).
     LockHeld = 75,
@@ -49,9 +51,20 @@ impl Exit {
             // configured: the user fixes a file, not the network.
             if cause.is::<ConfigError>()
                 || cause.is::<ConfigErrors>()
+                || cause.is::<UsageError>()
                 || cause.is::<ComponentError>()
             {
                 return Exit::Config;
+            }
+            // The gateway, the product or an endpoint stayed unavailable.
+            if cause.is::<Unavailable>() {
+                return Exit::Unavailable;
+            }
+            if let Some(e) = cause.downcast_ref::<CallError>() {
+                return match e {
+                    CallError::Unavailable(_) => Exit::Unavailable,
+                    CallError::Connector(e) => Exit::of_connector(e),
+                };
             }
             if let Some(e) = cause.downcast_ref::<StorageError>() {
                 return match e {
@@ -60,14 +73,18 @@ impl Exit {
                 };
             }
             if let Some(e) = cause.downcast_ref::<ConnectorError>() {
-                return match e.kind() {
-                    ErrorKind::Configuration => Exit::Config,
-                    ErrorKind::Authentication | ErrorKind::Forbidden => Exit::Auth,
-                    ErrorKind::Unavailable => Exit::Unavailable,
-                    ErrorKind::Failed | ErrorKind::Sandbox => Exit::Failure,
-                };
+                return Exit::of_connector(e);
             }
         }
         Exit::Failure
+    }
+
+    fn of_connector(e: &ConnectorError) -> Exit {
+        match e.kind() {
+            ErrorKind::Configuration => Exit::Config,
+            ErrorKind::Authentication | ErrorKind::Forbidden => Exit::Auth,
+            ErrorKind::Unavailable => Exit::Unavailable,
+            ErrorKind::Failed | ErrorKind::Sandbox => Exit::Failure,
+        }
     }
 }

@@ -7,6 +7,7 @@ use serde_json::json;
 use super::Exit;
 use super::connection::{ConnectionArgs, grant_name};
 use super::new_runtime;
+use super::output::outln;
 use crate::credentials::{IonapiSource, hygiene};
 use ionflow_runtime::{ConnectionInfo, Severity};
 
@@ -86,10 +87,10 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<Exit> {
                 "level": f.level, "field": f.field, "message": f.message,
             })).collect::<Vec<_>>(),
         });
-        println!("{out}");
+        outln!("{out}");
     } else {
-        println!("{:<24}{}", "connection", resolved.label);
-        println!("{:<24}{}", "read from", resolved.source);
+        outln!("{:<24}{}", "connection", resolved.label);
+        outln!("{:<24}{}", "read from", resolved.source);
         if let Some(info) = &info {
             print_info(info);
         }
@@ -97,9 +98,9 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<Exit> {
             // Parse errors already name their field; lint findings do not.
             match &f.field {
                 Some(field) if !f.message.contains(&format!("`{field}`")) => {
-                    println!("{}: `{field}` {}", f.level, f.message)
+                    outln!("{}: `{field}` {}", f.level, f.message)
                 }
-                _ => println!("{}: {}", f.level, f.message),
+                _ => outln!("{}: {}", f.level, f.message),
             }
         }
     }
@@ -111,7 +112,7 @@ fn grants(info: &ConnectionInfo) -> Vec<&'static str> {
 }
 
 fn print_info(info: &ConnectionInfo) {
-    let row = |label: &str, value: &str| println!("{label:<24}{value}");
+    let row = |label: &str, value: &str| outln!("{label:<24}{value}");
     let none = "(not in the file)";
     row("tenant (ti)", &info.tenant);
     row(

@@ -6,6 +6,7 @@ mod connector;
 mod demo;
 mod exit;
 mod inspect;
+mod output;
 mod project;
 mod run;
 mod schedule;
@@ -100,8 +101,10 @@ enum Command {
     #[command(after_help = "Example:\n  ionflow token pipelines/items.toml#m3")]
     Token(connection::TokenArgs),
     /// Show the user a connection authenticates as (ifsservice users/me)
-    #[command(after_help = "Example:\n  ionflow whoami secrets/acme-test.ionapi")]
-    Whoami(connection::ConnectionArgs),
+    #[command(
+        after_help = "Prints: USER (DISPLAY NAME), tenant TENANT, grant GRANT\n\nExample:\n  ionflow whoami secrets/acme-test.ionapi --json"
+    )]
+    Whoami(connection::WhoamiArgs),
     /// Log a user in (authorization code + PKCE, loopback redirect) and keep the refresh token
     #[command(after_help = "Example:\n  ionflow login secrets/acme-web.ionapi --port 8765")]
     Login(auth::LoginArgs),
@@ -378,7 +381,9 @@ pub fn parse_vars(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> 
         .map(|pair| {
             pair.split_once('=')
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .ok_or_else(|| anyhow::anyhow!("--var {pair}: write NAME=VALUE"))
+                .ok_or_else(|| {
+                    crate::pipeline::UsageError(format!("--var {pair}: write NAME=VALUE")).into()
+                })
         })
         .collect()
 }

@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use clap::{Args, CommandFactory as _};
 
+use super::output::outln;
 use super::{Cli, Exit};
-use crate::pipeline::PipelineConfig;
+use crate::pipeline::{PipelineConfig, UsageError};
 
 /// The JSON Schema of the pipeline format, for editors (Taplo, VS Code Even Better TOML).
 pub fn schema() -> anyhow::Result<Exit> {
     let schema = schemars::schema_for!(PipelineConfig);
-    println!("{}", serde_json::to_string_pretty(&schema)?);
+    outln!("{}", serde_json::to_string_pretty(&schema)?);
     Ok(Exit::Success)
 }
 
@@ -95,10 +96,11 @@ errors, in the dead-letter file.
 pub fn init(args: InitArgs, quiet: bool) -> anyhow::Result<Exit> {
     let dir = &args.dir;
     if dir.join("pipelines").exists() {
-        anyhow::bail!(
+        return Err(UsageError(format!(
             "{} already has a pipelines/ folder; pick an empty or new folder",
             dir.display()
-        );
+        ))
+        .into());
     }
     let files: [(&str, &str); 3] = [
         ("pipelines/items.toml", EXAMPLE_PIPELINE),
@@ -107,7 +109,11 @@ pub fn init(args: InitArgs, quiet: bool) -> anyhow::Result<Exit> {
     ];
     for (name, _) in &files {
         if dir.join(name).exists() {
-            anyhow::bail!("{} exists; not overwriting it", dir.join(name).display());
+            return Err(UsageError(format!(
+                "{} exists; not overwriting it: pick an empty or new folder",
+                dir.join(name).display()
+            ))
+            .into());
         }
     }
     for sub in ["pipelines", "secrets", "out"] {
@@ -119,11 +125,11 @@ pub fn init(args: InitArgs, quiet: bool) -> anyhow::Result<Exit> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if !quiet {
-        println!("created {}:", dir.display());
-        println!("  pipelines/items.toml  an example pipeline (M3 items to CSV) with a test");
-        println!("  .gitignore            keeps *.ionapi, secrets/ and .ionflow/ out of git");
-        println!("  README.md");
-        println!(
+        outln!("created {}:", dir.display());
+        outln!("  pipelines/items.toml  an example pipeline (M3 items to CSV) with a test");
+        outln!("  .gitignore            keeps *.ionapi, secrets/ and .ionflow/ out of git");
+        outln!("  README.md");
+        outln!(
             "next: ionflow test {}",
             dir.join("pipelines/items.toml").display()
         );
@@ -143,6 +149,10 @@ pub struct CompletionsArgs {
 
 pub fn completions(args: CompletionsArgs) -> anyhow::Result<Exit> {
     let mut command = Cli::command();
-    clap_complete::generate(args.shell, &mut command, "ionflow", &mut std::io::stdout());
+    // clap_complete panics on a write error, so the script is built in
+    // memory and written like every other command's output.
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut command, "ionflow", &mut script);
+    super::output::write(&String::from_utf8_lossy(&script));
     Ok(Exit::Success)
 }

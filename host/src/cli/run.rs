@@ -6,9 +6,8 @@ use clap::Args;
 
 use chrono::Utc;
 
-use super::{
-    Exit, grants_of, interactive, new_runtime, open_storage, parse_vars, settings,
-};
+use super::output::{out, outln};
+use super::{Exit, grants_of, interactive, new_runtime, open_storage, parse_vars, settings};
 use crate::pipeline::run_lock::{LockHeld, RunLock};
 use crate::pipeline::{Pipeline, Session, Variables};
 use crate::store::Claim;
@@ -88,13 +87,13 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Exit> {
         if stdout_sink {
             eprintln!("{json}");
         } else {
-            println!("{json}");
+            outln!("{json}");
         }
     } else if !quiet {
         if stdout_sink {
             eprint!("{summary}");
         } else {
-            print!("{summary}");
+            out!("{summary}");
         }
     }
     Ok(if summary.records_failed > 0 {
@@ -122,7 +121,7 @@ pub async fn validate(args: ValidateArgs) -> anyhow::Result<Exit> {
     for path in &args.pipelines {
         match Pipeline::load(path, vars.clone()) {
             Ok(pipeline) => match pipeline.open_connections(&runtime).await {
-                Ok(_) => println!("ok: {}", path.display()),
+                Ok(_) => outln!("ok: {}", path.display()),
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     worst = Exit::Config;
@@ -173,19 +172,19 @@ pub fn test(args: TestArgs, quiet: bool) -> anyhow::Result<Exit> {
             if result.failures.is_empty() {
                 passed += 1;
                 if !quiet {
-                    println!("ok   {} :: {}", path.display(), result.name);
+                    outln!("ok   {} :: {}", path.display(), result.name);
                 }
             } else {
                 failed += 1;
-                println!("FAIL {} :: {}", path.display(), result.name);
+                outln!("FAIL {} :: {}", path.display(), result.name);
                 for f in &result.failures {
-                    println!("    {f}");
+                    outln!("    {f}");
                 }
             }
         }
     }
     if !quiet || failed > 0 {
-        println!("{passed} passed, {failed} failed");
+        outln!("{passed} passed, {failed} failed");
     }
     Ok(if failed > 0 {
         Exit::RecordsFailed

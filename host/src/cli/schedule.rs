@@ -8,8 +8,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use clap::Args;
 
+use super::output::outln;
 use super::{Exit, open_storage, parse_vars, settings, shutdown_signal, state_dir};
-use crate::pipeline::{Pipeline, Variables};
+use crate::pipeline::{ConfigError, Pipeline, UsageError, Variables};
 use crate::serve::{ServeOptions, serve};
 
 #[derive(Debug, Args)]
@@ -27,19 +28,20 @@ pub struct ScheduleArgs {
 pub async fn schedule(args: ScheduleArgs) -> anyhow::Result<Exit> {
     let pipeline = Pipeline::load(&args.pipeline, Variables::default())?;
     let Some(schedule) = &pipeline.schedule else {
-        anyhow::bail!(
-            "{} has no schedule; add e.g. schedule = \"*/15 * * * *\"",
-            args.pipeline.display()
-        );
+        return Err(ConfigError::new(
+            &args.pipeline,
+            "has no schedule; add one at the top level, e.g. schedule = \"*/15 * * * *\"",
+        )
+        .into());
     };
-    println!(
+    outln!(
         "{} ({}), time zone {}",
         schedule.expression,
         schedule.describe(),
         schedule.timezone
     );
     for time in schedule.upcoming(args.from.unwrap_or_else(Utc::now), args.count) {
-        println!(
+        outln!(
             "{}  {}",
             time.format("%Y-%m-%d %H:%M:%S %Z"),
             time.with_timezone(&Utc).format("%Y-%m-%dT%H:%M:%SZ")
@@ -71,7 +73,10 @@ pub struct ServeArgs {
 pub async fn serve_command(args: ServeArgs) -> anyhow::Result<Exit> {
     let lease_secs = args.lease_secs.unwrap_or(settings().lease_secs);
     if !(lease_secs.is_finite() && (0.2..=86_400.0).contains(&lease_secs)) {
-        anyhow::bail!("--lease-secs {lease_secs}: use 0.2 to 86400 seconds");
+        return Err(UsageError(format!(
+            "--lease-secs {lease_secs}: use 0.2 to 86400 seconds"
+        ))
+        .into());
     }
     // Handlers first: a signal during start-up must not kill the process.
     let shutdown = shutdown_signal();

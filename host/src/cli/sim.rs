@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::Exit;
+use super::output::outln;
 use ionflow_sim::{SimConfig, Simulator};
 
 #[derive(Debug, Args)]
@@ -19,9 +20,9 @@ pub struct SimArgs {
 pub async fn sim(args: SimArgs) -> anyhow::Result<Exit> {
     let sim = Simulator::start(args.config).await?;
     sim.write_ionapi(&args.ionapi_out)?;
-    println!("ION API Gateway simulator listening on {}", sim.base_url());
-    println!("credentials written to {}", args.ionapi_out.display());
-    println!(
+    outln!("ION API Gateway simulator listening on {}", sim.base_url());
+    outln!("credentials written to {}", args.ionapi_out.display());
+    outln!(
         "counters: {}/__sim/counters; stop with Ctrl-C",
         sim.base_url()
     );

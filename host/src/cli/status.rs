@@ -3,6 +3,7 @@
 
 use clap::Args;
 
+use super::output::outln;
 use super::{Exit, open_storage};
 
 #[derive(Debug, Args)]
@@ -16,12 +17,12 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<Exit> {
     let storage = open_storage().await?;
     let rows = storage.status().await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(Exit::Success);
     }
-    println!("store: {}", storage.describe());
+    outln!("store: {}", storage.describe());
     if rows.is_empty() {
-        println!("no scheduled pipeline has been served with this store yet (`ionflow serve DIR`)");
+        outln!("no scheduled pipeline has been served with this store yet (`ionflow serve DIR`)");
         return Ok(Exit::Success);
     }
     let time = |t: &Option<chrono::DateTime<chrono::Utc>>| {
@@ -30,9 +31,14 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<Exit> {
             |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
         )
     };
-    println!(
+    outln!(
         "{:<24} {:<16} {:<21} {:<10} {:<21} {:>5}  LEASE",
-        "PIPELINE", "SCHEDULE", "LAST RUN (TICK)", "RESULT", "NEXT RUN", "RUNS"
+        "PIPELINE",
+        "SCHEDULE",
+        "LAST RUN (TICK)",
+        "RESULT",
+        "NEXT RUN",
+        "RUNS"
     );
     for row in &rows {
         let lease = match (&row.lease_holder, &row.lease_tick) {
@@ -43,7 +49,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<Exit> {
             ),
             _ => "-".to_owned(),
         };
-        println!(
+        outln!(
             "{:<24} {:<16} {:<21} {:<10} {:<21} {:>5}  {lease}",
             row.pipeline,
             row.schedule,
@@ -53,7 +59,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<Exit> {
             row.runs,
         );
         if let Some(error) = &row.last_error {
-            println!("    last error: {error}");
+            outln!("    last error: {error}");
         }
     }
     Ok(Exit::Success)

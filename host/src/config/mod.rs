@@ -24,7 +24,9 @@ pub use connection::{
     check_connections,
 };
 pub use interpolate::Variables;
-pub use problems::{ConfigError, ConfigErrors, Probe, Problems, parse_toml, value_position};
+pub use problems::{
+    ConfigError, ConfigErrors, Probe, Problems, UsageError, parse_toml, value_position,
+};
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]

@@ -44,6 +44,13 @@ impl ConfigError {
     }
 }
 
+/// A command-line value that cannot be used (an address, a folder, a
+/// number out of range): a configuration mistake like a bad file, exit 2.
+/// The message names the option and the fix.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
 /// Every problem found in one pipeline file, in file order.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]

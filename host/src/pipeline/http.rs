@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::retry::{RunStats, backoff};
+use super::retry::{RunStats, Unavailable, backoff};
 use crate::config::RetryConfig;
 use ionflow_runtime::capabilities::transport::{CappedError, read_capped};
 
@@ -80,7 +80,8 @@ fn retryable_status(status: u16) -> bool {
 }
 
 /// Sends the request, again after 429/5xx or a network error as the policy
-/// and idempotency allow. Returns the response and the number of retries.
+/// and idempotency allow. Returns the response and the number of retries;
+/// a 429/5xx or network error that stands at the end is an [`Unavailable`].
 pub async fn send(
     http: &HttpClient,
     request: &HttpRequest,
@@ -89,6 +90,7 @@ pub async fn send(
     stats: &RunStats,
 ) -> anyhow::Result<(HttpResponse, u32)> {
     let mut attempt = 0;
+    let what = || format!("{} {}", request.method, request.url);
     loop {
         let mut url = reqwest::Url::parse(&request.url)
             .with_context(|| format!("`{}` is not a URL", request.url))?;
@@ -136,28 +138,41 @@ pub async fn send(
                 (
                     status == 429 || idempotent,
                     retry_after,
-                    format!("HTTP {status}: {}", excerpt(&body)),
+                    Unavailable::status(what(), status, &body, attempt + 1),
                 )
             }
             // A refused connection never reached the server.
-            Err(e) => (idempotent || e.is_connect(), None, format!("{e}")),
+            Err(e) => (
+                idempotent || e.is_connect(),
+                None,
+                Unavailable {
+                    what: what(),
+                    status: None,
+                    cause: error_chain(&e),
+                    attempts: attempt + 1,
+                    reached: !e.is_connect(),
+                },
+            ),
         };
         if !may_repeat || attempt >= policy.max_retries {
-            anyhow::bail!(
-                "{} {} failed{}: {failure}",
-                request.method,
-                request.url,
-                if attempt > 0 {
-                    format!(" after {} attempts", attempt + 1)
-                } else {
-                    String::new()
-                }
-            );
+            return Err(failure.into());
         }
         tokio::time::sleep(backoff(policy, attempt, retry_after)).await;
         stats.retried();
         attempt += 1;
     }
+}
+
+/// reqwest's error and its causes on one line (`error sending request: ...: Connection refused`).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]

@@ -32,8 +32,9 @@ use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
-pub use crate::config::{ConfigError, ConfigErrors, Variables};
+pub use crate::config::{ConfigError, ConfigErrors, UsageError, Variables};
 pub use definition::PipelineConfig;
+pub use retry::{CallError, Unavailable};
 pub use sinks::SinkConfig;
 pub use sources::SourceConfig;
 pub use summary::{Summary, recorded_state};

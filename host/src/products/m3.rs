@@ -39,28 +39,11 @@ pub fn records(status: u16, body: &[u8], transaction: &str) -> Result<Vec<Value>
         .and_then(Value::as_u64)
         .unwrap_or(0);
     let first = results.first();
-    let error_message = first
-        .and_then(|r| r.get("errorMessage"))
-        .and_then(Value::as_str)
-        .map(str::trim)
-        .filter(|m| !m.is_empty());
+    let error_message = first.and_then(transaction_error);
     if failed > 0 || error_message.is_some() || !(200..300).contains(&status) {
-        let mut message = error_message.unwrap_or("transaction failed").to_owned();
-        if let Some(field) = first
-            .and_then(|r| r.get("errorField"))
-            .and_then(Value::as_str)
-            .filter(|f| !f.is_empty())
-        {
-            message.push_str(&format!(" (field {field})"));
-        }
-        if let Some(code) = first
-            .and_then(|r| r.get("errorCode"))
-            .and_then(Value::as_str)
-            .filter(|c| !c.is_empty())
-        {
-            message.push_str(&format!(" [{code}]"));
-        }
-        return Err(fail(message));
+        return Err(fail(
+            error_message.unwrap_or_else(|| "transaction failed".to_owned()),
+        ));
     }
     // Moved out of the parsed envelope, not copied: a page is hundreds of
     // records of a dozen strings each (BENCHMARKS.md, P6).
@@ -75,6 +58,27 @@ pub fn records(status: u16, body: &[u8], transaction: &str) -> Result<Vec<Value>
             _ => Vec::new(),
         },
     )
+}
+
+/// A result's `errorMessage` with its `errorField` and `errorCode`, the
+/// same for one transaction and for each of a bulk request's:
+/// `Item number X does not exist (field ITNO) [WIT0103]`.
+fn transaction_error(result: &Value) -> Option<String> {
+    let text = |key: &str| {
+        result
+            .get(key)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+    };
+    let mut message = text("errorMessage")?.to_owned();
+    if let Some(field) = text("errorField") {
+        message.push_str(&format!(" (field {field})"));
+    }
+    if let Some(code) = text("errorCode") {
+        message.push_str(&format!(" [{code}]"));
+    }
+    Some(message)
 }
 
 /// Per-transaction outcomes of a bulk answer, in request order. A
@@ -115,19 +119,12 @@ pub fn bulk_results(
                 .get("transaction")
                 .and_then(Value::as_str)
                 .unwrap_or(program);
-            match r.get("errorMessage").and_then(Value::as_str).map(str::trim) {
-                Some(message) if !message.is_empty() => {
-                    let field = r.get("errorField").and_then(Value::as_str).unwrap_or("");
-                    Err(M3Error {
-                        transaction: transaction.to_owned(),
-                        message: if field.is_empty() {
-                            message.to_owned()
-                        } else {
-                            format!("{message} (field {field})")
-                        },
-                    })
-                }
-                _ => Ok(()),
+            match transaction_error(r) {
+                Some(message) => Err(M3Error {
+                    transaction: transaction.to_owned(),
+                    message,
+                }),
+                None => Ok(()),
             }
         })
         .collect())
@@ -149,5 +146,16 @@ mod tests {
         );
         let e = records(200, b"<html>", "X").unwrap_err();
         assert!(e.message.contains("not JSON"));
+    }
+
+    #[test]
+    fn bulk_errors_keep_field_and_code_like_single_ones() {
+        let body = br#"{"results":[{"transaction":"AddItmBasic","records":[]},{"transaction":"AddItmBasic","errorMessage":"Item number W-2 already exists","errorField":"ITNO","errorCode":"WITNO04"}],"wasTerminated":false,"nrOfSuccessfullTransactions":1,"nrOfFailedTransactions":1}"#;
+        let results = bulk_results(200, body, "MMS200MI").unwrap();
+        assert!(results[0].is_ok());
+        assert_eq!(
+            results[1].as_ref().unwrap_err().to_string(),
+            "M3 AddItmBasic: Item number W-2 already exists (field ITNO) [WITNO04]"
+        );
     }
 }

@@ -6,6 +6,7 @@
 pub mod compass;
 pub mod data_lake;
 pub mod ido;
+pub mod ifs;
 pub mod ion;
 pub mod m3;
 

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -49,7 +48,9 @@ pub struct ServeOptions {
 /// start-up with all problems listed, before anything runs.
 pub fn load_scheduled(dir: &Path, vars: &Variables) -> anyhow::Result<Vec<Pipeline>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read the folder {}", dir.display()))?
+        .map_err(|e| {
+            crate::pipeline::UsageError(format!("cannot read the folder {}: {e}", dir.display()))
+        })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
@@ -67,10 +68,12 @@ pub fn load_scheduled(dir: &Path, vars: &Variables) -> anyhow::Result<Vec<Pipeli
         return Err(crate::pipeline::ConfigError::new(dir, problems.join("\n")).into());
     }
     if pipelines.is_empty() {
-        anyhow::bail!(
-            "no pipeline in {} has a schedule; add e.g. schedule = \"*/15 * * * *\"",
-            dir.display()
-        );
+        return Err(crate::pipeline::ConfigError::new(
+            dir,
+            "no pipeline in this folder has a schedule; add one to a pipeline, e.g. \
+             schedule = \"*/15 * * * *\"",
+        )
+        .into());
     }
     Ok(pipelines)
 }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::Statuses;
-use crate::pipeline::{Pipeline, Summary};
+use crate::pipeline::{Pipeline, Summary, UsageError};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PipelineStatus {
@@ -49,11 +49,17 @@ impl PipelineStatus {
 /// Binds `addr` (loopback only: the status lists pipeline errors) and serves.
 pub async fn serve(addr: SocketAddr, statuses: Statuses) -> anyhow::Result<SocketAddr> {
     if !addr.ip().is_loopback() {
-        anyhow::bail!(
-            "--status-addr {addr}: the status endpoint listens on loopback only (127.0.0.1)"
-        );
+        return Err(UsageError(format!(
+            "--status-addr {addr}: the status endpoint listens on loopback only; use \
+             127.0.0.1:PORT (or [::1]:PORT)"
+        ))
+        .into());
     }
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        UsageError(format!(
+            "--status-addr {addr}: cannot listen there ({e}); pick a free port"
+        ))
+    })?;
     let bound = listener.local_addr()?;
     let app = axum::Router::new()
         .route("/status", axum::routing::get(status))

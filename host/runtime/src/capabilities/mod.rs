@@ -12,7 +12,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::ionflow::gateway::{self as wit};
-use super::limits::ConnectionStats;
+use super::limits::{CallTrace, ConnectionStats};
 pub use token_store::{FileTokenStore, MemoryTokenStore, TokenStore};
 pub use transport::HttpTransport;
 
@@ -29,6 +29,8 @@ pub struct HostState {
     /// The connection's name, for logs.
     pub(crate) label: Arc<str>,
     pub(crate) stats: Arc<ConnectionStats>,
+    /// What the current export call sent; `connection.rs` resets and reads it.
+    pub(crate) trace: CallTrace,
 }
 
 impl HostState {
@@ -50,6 +52,7 @@ impl HostState {
             allowed_hosts: Vec::new(),
             label,
             stats,
+            trace: CallTrace::default(),
         }
     }
 }
@@ -70,9 +73,24 @@ impl wit::transport::Host for HostState {
         &mut self,
         request: wit::transport::OutgoingRequest,
     ) -> Result<wit::transport::IncomingResponse, wit::transport::TransportError> {
-        self.transport
+        use wit::transport::TransportError;
+        let to_token_endpoint = self.stats.token_url.get() == Some(&request.url);
+        let outcome = self
+            .transport
             .send(request, &self.allowed_hosts, &self.label, &self.stats)
-            .await
+            .await;
+        if to_token_endpoint {
+            self.trace.token_exchanges += 1;
+        } else {
+            // A refused or failed connection never carried the request; a
+            // 401 is the gateway's answer, given before the product.
+            self.trace.reached_product |= match &outcome {
+                Ok(response) => response.status != 401,
+                Err(TransportError::Connect(_) | TransportError::Refused(_)) => false,
+                Err(TransportError::Timeout | TransportError::Other(_)) => true,
+            };
+        }
+        outcome
     }
 }
 

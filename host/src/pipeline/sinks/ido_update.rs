@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::request::{Body, BuildBody, GatewayPlan, Part, RequestPlan, expand_parts};
+use super::request::{Body, BuildBody, BuiltBody, GatewayPlan, Part, RequestPlan, expand_parts};
 use super::{Delivery, PlanContext, Scope, SinkKind, SinkPlan, field_text};
 use crate::config::{Check, HttpMethod, RetryConfig, Variables, default_concurrency};
 use crate::products::{Answer, ido};
@@ -88,7 +88,7 @@ struct Changes {
 }
 
 impl BuildBody for Changes {
-    fn build(&self, record: &Value, scope: &Scope) -> Result<Vec<u8>, String> {
+    fn build(&self, record: &Value, scope: &Scope) -> Result<BuiltBody, String> {
         let props: Vec<(String, String)> = match &self.properties {
             Some(list) => list
                 .iter()
@@ -104,6 +104,7 @@ impl BuildBody for Changes {
         };
         let item_id = record.get("_ItemId").and_then(Value::as_str).unwrap_or("");
         serde_json::to_vec(&ido::update_body(&self.ido, self.action, item_id, &props))
+            .map(BuiltBody::from)
             .map_err(|e| e.to_string())
     }
 

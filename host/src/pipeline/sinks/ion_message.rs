@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use super::request::{Body, BuildBody, GatewayPlan, Part, RequestPlan};
+use super::request::{Body, BuildBody, BuiltBody, GatewayPlan, Part, RequestPlan};
 use super::{Delivery, PlanContext, Scope, SinkKind, SinkPlan};
 use crate::config::{Check, HttpMethod, RetryConfig, Variables, default_concurrency};
 use crate::products::{Answer, ion};
@@ -24,6 +24,22 @@ pub struct IonMessageSinkConfig {
     pub to_logical_id: String,
     /// Document template; the record as JSON when absent.
     pub document: Option<String>,
+    /// Template for ION's `messageId`, e.g. `{{ record.id }}`; ION assigns
+    /// one when absent (or when it renders empty).
+    pub message_id: Option<String>,
+    /// `message` (default): `v2/message`, the document inside a JSON body.
+    /// `multipart`: `v2/multipartMessage`, a `ParameterRequest` part and a
+    /// `MessagePayload` part, for large or non-JSON documents.
+    #[serde(default)]
+    pub request: IonRequest,
+    /// `none` (default): the document is text, sent as it is. `base64`:
+    /// the document renders as base64 text (such as a `data_lake` source's
+    /// `payload_base64`) and is sent with encoding BASE64.
+    #[serde(default)]
+    pub encoding: IonEncoding,
+    /// The document's character set.
+    #[serde(default = "default_character_set")]
+    pub character_set: String,
     /// Requests in flight at once, 1 to 64 (default 1). Results are taken
     /// in input order, so the dead letter and the summary read as if sent one by one.
     #[serde(default = "default_concurrency")]
@@ -38,6 +54,28 @@ pub struct IonMessageSinkConfig {
 
 fn default_to_logical_id() -> String {
     "lid://default".into()
+}
+
+fn default_character_set() -> String {
+    "UTF-8".into()
+}
+
+/// Which ION Messaging endpoint a record goes to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IonRequest {
+    #[default]
+    Message,
+    Multipart,
+}
+
+/// How the document is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IonEncoding {
+    #[default]
+    None,
+    Base64,
 }
 
 impl SinkKind for IonMessageSinkConfig {
@@ -72,12 +110,25 @@ impl SinkKind for IonMessageSinkConfig {
                 document_name: self.document_name.clone(),
                 from_logical_id: self.from_logical_id.clone(),
                 to_logical_id: self.to_logical_id.clone(),
+                encoding: match self.encoding {
+                    IonEncoding::None => ion::Encoding::None,
+                    IonEncoding::Base64 => ion::Encoding::Base64,
+                },
+                character_set: self.character_set.clone(),
             },
             document: self.document.as_ref().map(|d| cx.template("document", d)),
+            message_id: self.message_id.as_ref().map(|m| cx.part("message_id", m)),
+            request: self.request,
         };
         let plan = RequestPlan {
             method: HttpMethod::Post,
-            target: Part::Fixed(ion::MESSAGE_PATH.into()),
+            target: Part::Fixed(
+                match self.request {
+                    IonRequest::Message => ion::MESSAGE_PATH,
+                    IonRequest::Multipart => ion::MULTIPART_PATH,
+                }
+                .into(),
+            ),
             query: vec![],
             query_from_record: false,
             headers: vec![],
@@ -104,15 +155,62 @@ impl SinkKind for IonMessageSinkConfig {
 struct Message {
     message: ion::Message,
     document: Option<String>,
+    message_id: Option<Part>,
+    request: IonRequest,
 }
 
-impl BuildBody for Message {
-    fn build(&self, record: &Value, scope: &Scope) -> Result<Vec<u8>, String> {
+impl Message {
+    /// The record's document and message id.
+    fn parts(&self, record: &Value, scope: &Scope) -> Result<(String, Option<String>), String> {
         let document = match &self.document {
             Some(name) => scope.render(name, record)?,
             None => serde_json::to_string(record).map_err(|e| e.to_string())?,
         };
-        serde_json::to_vec(&self.message.body(document)).map_err(|e| e.to_string())
+        self.message.check_document(&document)?;
+        let message_id = self
+            .message_id
+            .as_ref()
+            .map(|p| {
+                p.render(record, scope)
+                    .map_err(|e| format!("message_id: {e}"))
+            })
+            .transpose()?;
+        Ok((document, message_id))
+    }
+}
+
+impl BuildBody for Message {
+    fn build(&self, record: &Value, scope: &Scope) -> Result<BuiltBody, String> {
+        let (document, message_id) = self.parts(record, scope)?;
+        match self.request {
+            IonRequest::Message => {
+                serde_json::to_vec(&self.message.body(message_id.as_deref(), &document))
+                    .map(BuiltBody::from)
+                    .map_err(|e| e.to_string())
+            }
+            IonRequest::Multipart => {
+                let multipart = self
+                    .message
+                    .multipart(message_id.as_deref(), document.as_bytes());
+                Ok(BuiltBody {
+                    bytes: multipart.body,
+                    content_type: Some(multipart.content_type),
+                })
+            }
+        }
+    }
+
+    /// A multipart body's boundary is random: `ionflow test` shows its two
+    /// parts instead, which a test can compare.
+    fn preview(&self, record: &Value, scope: &Scope) -> Result<Value, String> {
+        let (document, message_id) = self.parts(record, scope)?;
+        Ok(match self.request {
+            IonRequest::Message => self.message.body(message_id.as_deref(), &document),
+            IonRequest::Multipart => json!({
+                "ParameterRequest": self.message.parameter_request(message_id.as_deref()),
+                "MessagePayload": document,
+            }),
+        })
     }
 
     fn expand(&self, vars: &Variables) -> Result<Arc<dyn BuildBody>, String> {
@@ -121,8 +219,17 @@ impl BuildBody for Message {
                 document_name: vars.expand(&self.message.document_name)?,
                 from_logical_id: vars.expand(&self.message.from_logical_id)?,
                 to_logical_id: vars.expand(&self.message.to_logical_id)?,
+                encoding: self.message.encoding,
+                character_set: self.message.character_set.clone(),
             },
             document: self.document.clone(),
+            message_id: self
+                .message_id
+                .as_ref()
+                .map(|p| p.expand(vars))
+                .transpose()
+                .map_err(|e| format!("message_id: {e}"))?,
+            request: self.request,
         }))
     }
 }

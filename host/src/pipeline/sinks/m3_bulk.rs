@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::request::{Part, expand_parts};
+use super::request::{Part, expand_parts, unanswered};
 use super::{
     Finished, Outcome, PlanContext, RecordError, Rejected, Scope, SinkContext, SinkKind, SinkPlan,
     SinkWriter, field_text,
@@ -18,7 +18,7 @@ use super::{
 use crate::config::{Check, RetryConfig, Variables};
 use crate::pipeline::retry::{RunStats, gateway_call};
 use crate::products::{ProductError, m3};
-use ionflow_runtime::{Connection, ErrorKind, GatewayRequest, Method};
+use ionflow_runtime::{Connection, GatewayRequest, Method};
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -215,28 +215,25 @@ impl BulkWriter {
                     }
                     Ok(results) => {
                         let message = format!(
-                            "{label}: {} results for {} transactions; the outcome of each is unknown",
+                            "{label}: {} results for {} transactions; the outcome of each is \
+                             unknown, check before sending them again",
                             results.len(),
-                            self.plan.batch_size
+                            batch.len()
                         );
                         reject_all(out, batch, &|| RecordError::Shape(message.clone()))
                     }
                     Err(e) => reject_all(out, batch, &|| ProductError::from(e.clone()).into()),
                 }
             }
-            Err(e) if matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Failed) => {
-                let reason = e.to_string();
-                reject_all(out, batch, &|| RecordError::OutcomeUnknown {
-                    label: label.clone(),
-                    reason: reason.clone(),
-                })
-            }
-            Err(e) => {
-                return Err(anyhow::Error::new(e).context(format!(
-                    "{label} via connection `{}`",
-                    self.connection.name()
-                )));
-            }
+            Err(e) => match unanswered(e, &label, false) {
+                Ok(error) => reject_all(out, batch, &|| error.clone()),
+                Err(stop) => {
+                    return Err(stop.context(format!(
+                        "{label} via connection `{}`",
+                        self.connection.name()
+                    )));
+                }
+            },
         }
         Ok(())
     }

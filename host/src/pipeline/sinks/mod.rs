@@ -239,7 +239,7 @@ pub fn field_text(v: &Value) -> String {
 }
 
 /// Why a sink failed one record: what its dead-letter line says.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RecordError {
     /// The record does not fit the sink: a template fails, a CSV row
     /// needs an object, a URL is not allowed.

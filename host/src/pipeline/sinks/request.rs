@@ -15,7 +15,7 @@ use super::in_flight::{Delivered, InFlight};
 use super::{Finished, Outcome, RecordError, Scope, SinkContext, SinkPlan, SinkWriter, field_text};
 use crate::config::{HttpMethod, RetryConfig, Variables, method_name};
 use crate::pipeline::http::{self as plain_http, HttpRequest};
-use crate::pipeline::retry::{RunStats, gateway_call};
+use crate::pipeline::retry::{CallError, RunStats, Unavailable, gateway_call};
 use crate::products::Answer;
 use ionflow_runtime::{Connection, ErrorKind, GatewayRequest, Method};
 
@@ -61,9 +61,35 @@ pub fn expand_parts(
 /// A body that a product kind builds from the record (IDO changes, ION
 /// messages), with the kind's product module.
 pub trait BuildBody: Send + Sync {
-    fn build(&self, record: &Value, scope: &Scope) -> Result<Vec<u8>, String>;
+    fn build(&self, record: &Value, scope: &Scope) -> Result<BuiltBody, String>;
+    /// What `ionflow test` shows as the body: the body's JSON, or its text.
+    fn preview(&self, record: &Value, scope: &Scope) -> Result<Value, String> {
+        Ok(json_or_text(&self.build(record, scope)?.bytes))
+    }
     /// The builder with `${...}` expanded in its fixed parts, for one run.
     fn expand(&self, vars: &Variables) -> Result<Arc<dyn BuildBody>, String>;
+}
+
+/// A body built for one record.
+pub struct BuiltBody {
+    pub bytes: Vec<u8>,
+    /// Instead of the plan's content type (a multipart body's boundary).
+    pub content_type: Option<String>,
+}
+
+impl From<Vec<u8>> for BuiltBody {
+    fn from(bytes: Vec<u8>) -> Self {
+        BuiltBody {
+            bytes,
+            content_type: None,
+        }
+    }
+}
+
+/// A body as `ionflow test` shows it: parsed when it is JSON.
+fn json_or_text(body: &[u8]) -> Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
 }
 
 #[derive(Clone)]
@@ -131,6 +157,8 @@ pub struct Rendered {
     pub target: String,
     pub query: Vec<(String, String)>,
     pub body: Option<Vec<u8>>,
+    /// Instead of the plan's content type, for this body.
+    pub content_type: Option<String>,
 }
 
 impl Rendered {
@@ -151,9 +179,7 @@ impl Rendered {
             );
         }
         if let Some(body) = &self.body {
-            let value = serde_json::from_slice(body)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()));
-            out.insert("body".into(), value);
+            out.insert("body".into(), json_or_text(body));
         }
         Value::Object(out)
     }
@@ -200,18 +226,40 @@ impl RequestPlan {
         for (k, p) in &self.query {
             query.push((k.clone(), p.render(record, scope)?));
         }
-        let body = match &self.body {
-            Body::None => None,
-            Body::Record => Some(serde_json::to_vec(record).map_err(|e| e.to_string())?),
-            Body::Template(name) => Some(scope.render(name, record)?.into_bytes()),
-            Body::Built(builder) => Some(builder.build(record, scope)?),
+        let (body, content_type) = match &self.body {
+            Body::None => (None, None),
+            Body::Record => (
+                Some(serde_json::to_vec(record).map_err(|e| e.to_string())?),
+                None,
+            ),
+            Body::Template(name) => (Some(scope.render(name, record)?.into_bytes()), None),
+            Body::Built(builder) => {
+                let built = builder.build(record, scope)?;
+                (Some(built.bytes), built.content_type)
+            }
         };
         Ok(Rendered {
             method: self.method,
             target: self.target.render(record, scope)?,
             query,
             body,
+            content_type,
         })
+    }
+
+    /// What `ionflow test` shows for one record: the request with a built
+    /// body as its builder presents it.
+    pub fn preview(
+        &self,
+        record: &Value,
+        scope: &Scope,
+        target_key: &str,
+    ) -> Result<Value, String> {
+        let mut shown = self.render(record, scope)?.to_json(target_key);
+        if let Body::Built(builder) = &self.body {
+            shown["body"] = builder.preview(record, scope)?;
+        }
+        Ok(shown)
     }
 
     /// The request for one record and its order key; `Err` fails the record.
@@ -262,7 +310,7 @@ impl SinkPlan for GatewayPlan {
     }
 
     fn render(&self, record: &Value, scope: &Scope) -> Result<Value, RecordError> {
-        Ok(self.plan.render(record, scope)?.to_json("path"))
+        Ok(self.plan.preview(record, scope, "path")?)
     }
 
     fn open(&self, cx: &SinkContext<'_>) -> anyhow::Result<Box<dyn SinkWriter>> {
@@ -302,7 +350,10 @@ impl SinkWriter for GatewayWriter {
             };
             let mut headers = self.plan.headers.clone();
             if rendered.body.is_some() {
-                headers.push(("Content-Type".into(), self.plan.content_type.clone()));
+                let content_type = rendered
+                    .content_type
+                    .unwrap_or_else(|| self.plan.content_type.clone());
+                headers.push(("Content-Type".into(), content_type));
             }
             let request = GatewayRequest {
                 method: gateway_method(rendered.method),
@@ -350,32 +401,55 @@ async fn send_through_gateway(
 ) -> Delivered {
     match gateway_call(&connection, request, &retry, plan.idempotent, &stats).await {
         Ok((response, retries)) => plan.judge(response.status, &response.body, retries, record),
-        Err(e) => {
-            let error = match e.kind() {
-                // The call may or may not have reached the product:
-                // the record goes to the dead letter for a person to check.
-                ErrorKind::Unavailable if !plan.idempotent => RecordError::OutcomeUnknown {
-                    label: plan.label.clone(),
-                    reason: e.to_string(),
-                },
-                ErrorKind::Failed => RecordError::Failed {
-                    label: plan.label.clone(),
-                    reason: e.to_string(),
-                },
-                _ => {
-                    return Delivered::Fatal(anyhow::Error::new(e).context(format!(
-                        "{} via connection `{}`",
-                        plan.label,
-                        connection.name()
-                    )));
-                }
-            };
-            Delivered::Rejected {
+        Err(e) => match unanswered(e, &plan.label, plan.idempotent) {
+            Ok(error) => Delivered::Rejected {
                 record,
                 error,
                 retried: false,
+            },
+            Err(stop) => Delivered::Fatal(stop.context(format!(
+                "{} via connection `{}`",
+                plan.label,
+                connection.name()
+            ))),
+        },
+    }
+}
+
+/// What a write that got no answer to judge becomes: the record's dead
+/// letter when only this record is concerned, or an error that stops the
+/// run (exit code from its cause) when the whole run is: no token could be
+/// had, the gateway stayed unavailable or refused the rate, credentials
+/// were refused. "Outcome unknown" is said only of a request the product
+/// may have seen.
+pub fn unanswered(
+    error: CallError,
+    label: &str,
+    idempotent: bool,
+) -> Result<RecordError, anyhow::Error> {
+    let label = label.to_owned();
+    match error {
+        // Not repeated (a write): the product may have acted on it.
+        CallError::Unavailable(e) if e.reached && !idempotent => Ok(RecordError::OutcomeUnknown {
+            label,
+            reason: e.reason(),
+        }),
+        CallError::Unavailable(e) => Err(e.into()),
+        CallError::Connector(e) => match e.kind() {
+            ErrorKind::Unavailable if !idempotent && e.may_have_reached_product() => {
+                Ok(RecordError::OutcomeUnknown {
+                    label,
+                    reason: e.to_string(),
+                })
             }
-        }
+            // Refused before it reached the product (a 413, a body over the
+            // connection's limit): this record alone, and it did not happen.
+            ErrorKind::Failed if !e.may_have_reached_product() => Ok(RecordError::Failed {
+                label,
+                reason: e.to_string(),
+            }),
+            _ => Err(e.into()),
+        },
     }
 }
 
@@ -397,7 +471,7 @@ impl SinkPlan for HttpPlan {
     }
 
     fn render(&self, record: &Value, scope: &Scope) -> Result<Value, RecordError> {
-        Ok(self.plan.render(record, scope)?.to_json("url"))
+        Ok(self.plan.preview(record, scope, "url")?)
     }
 
     fn open(&self, cx: &SinkContext<'_>) -> anyhow::Result<Box<dyn SinkWriter>> {
@@ -446,7 +520,12 @@ impl SinkWriter for HttpWriter {
                 url: rendered.target,
                 query: rendered.query,
                 headers: self.plan.headers.clone(),
-                body: rendered.body.map(|b| (self.plan.content_type.clone(), b)),
+                body: rendered.body.map(|b| {
+                    let content_type = rendered
+                        .content_type
+                        .unwrap_or_else(|| self.plan.content_type.clone());
+                    (content_type, b)
+                }),
                 timeout: self.timeout,
             };
             let send = send_over_http(
@@ -487,10 +566,23 @@ async fn send_over_http(
 ) -> Delivered {
     match plain_http::send(&client, &request, &retry, plan.idempotent, &stats).await {
         Ok((response, retries)) => plan.judge(response.status, &response.body, retries, record),
-        Err(e) => Delivered::Rejected {
-            record,
-            error: RecordError::Http(format!("{e:#}")),
-            retried: false,
+        Err(e) => match e.downcast::<Unavailable>() {
+            // Sent once and not repeated: the server may have acted on it.
+            Ok(e) if e.reached && !plan.idempotent => Delivered::Rejected {
+                record,
+                error: RecordError::OutcomeUnknown {
+                    label: plan.label.clone(),
+                    reason: e.reason(),
+                },
+                retried: false,
+            },
+            // The endpoint stayed unavailable: the run stops.
+            Ok(e) => Delivered::Fatal(e.into()),
+            Err(e) => Delivered::Rejected {
+                record,
+                error: RecordError::Http(format!("{e:#}")),
+                retried: false,
+            },
         },
     }
 }

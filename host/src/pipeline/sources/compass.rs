@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::{Limit, PageReader, SourceContext, SourceKind};
 use crate::config::Variables;
 use crate::config::{Check, RetryConfig};
-use crate::pipeline::retry::{RunStats, gateway_call};
+use crate::pipeline::retry::{CallError, RunStats, gateway_call};
 use crate::products::compass::{self, JobStatus};
 use ionflow_runtime::{Connection, GatewayRequest, Method};
 use schemars::JsonSchema;
@@ -132,6 +132,7 @@ impl CompassReader {
             &self.stats,
         )
         .await
+        .map_err(CallError::into_anyhow)
         .with_context(|| format!("Compass {path} via connection `{}`", self.connection.name()))?;
         Ok((response.status, response.body))
     }

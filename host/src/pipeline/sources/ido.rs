@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::{Limit, PageReader, SourceContext, SourceKind};
 use crate::config::Variables;
 use crate::config::{Check, RetryConfig};
-use crate::pipeline::retry::{RunStats, gateway_call};
+use crate::pipeline::retry::{CallError, RunStats, gateway_call};
 use crate::products::ido;
 use ionflow_runtime::{Connection, GatewayRequest, Method};
 use schemars::JsonSchema;
@@ -143,6 +143,7 @@ impl IdoReader {
         };
         let (response, _) = gateway_call(&self.connection, request, &self.retry, true, &self.stats)
             .await
+            .map_err(CallError::into_anyhow)
             .with_context(|| {
                 format!(
                     "IDO {} via connection `{}`",

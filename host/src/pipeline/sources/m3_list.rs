@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::{Limit, PageReader, SourceContext, SourceKind};
 use crate::config::Variables;
 use crate::config::{Check, RetryConfig, default_page_size};
-use crate::pipeline::retry::{RunStats, gateway_call};
+use crate::pipeline::retry::{CallError, RunStats, gateway_call};
 use crate::products::m3;
 use ionflow_runtime::{Connection, GatewayRequest, GatewayResponse, Method};
 use schemars::JsonSchema;
@@ -164,6 +164,7 @@ impl M3ListReader {
             gateway_call(&connection, request, &retry, true, &stats)
                 .await
                 .map(|(response, _)| response)
+                .map_err(CallError::into_anyhow)
                 .context(what)
         })
     }

@@ -16,7 +16,7 @@ use crate::config::Variables;
 use crate::config::{Check, MAX_CONCURRENCY, RetryConfig, default_concurrency, default_page_size};
 use crate::pipeline::extract::RecordsAt;
 use crate::pipeline::http::{self, HttpRequest};
-use crate::pipeline::retry::{RunStats, gateway_call};
+use crate::pipeline::retry::{CallError, RunStats, gateway_call};
 use ionflow_runtime::{Connection, GatewayRequest, Method};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -199,6 +199,7 @@ impl OffsetReader {
                     };
                     let (response, _) = gateway_call(connection, request, &retry, true, &stats)
                         .await
+                        .map_err(CallError::into_anyhow)
                         .with_context(|| {
                             format!("source: GET {path} via connection `{}`", connection.name())
                         })?;
