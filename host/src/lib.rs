@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod metrics;
 pub mod pipeline;
 pub mod products;
 pub mod schedule;

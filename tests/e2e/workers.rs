@@ -190,7 +190,7 @@ async fn three_workers_run_each_tick_exactly_once() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(migrations, 1);
+    assert_eq!(migrations, 2, "each migration applied once");
 
     // One access token, obtained by one worker, served every run of all three.
     let counters = sim.counters();

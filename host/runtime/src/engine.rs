@@ -20,6 +20,7 @@ use super::components::{
 use super::connection::{self, Connection};
 use super::error::ConnectorError;
 use super::limits::{EPOCH_TICK, SandboxLimits};
+use super::observe::Observer;
 
 /// The connector component built from `connector/` by `build.rs`.
 pub static EMBEDDED_CONNECTOR: &[u8] = include_bytes!(env!("IONFLOW_CONNECTOR_WASM"));
@@ -39,6 +40,7 @@ pub struct Runtime {
     transport: HttpTransport,
     tokens: Arc<dyn TokenStore>,
     limits: SandboxLimits,
+    observer: Option<Arc<dyn Observer>>,
     _ticker: EpochTicker,
 }
 
@@ -98,12 +100,20 @@ impl Runtime {
             transport: HttpTransport::new()?,
             tokens,
             limits: SandboxLimits::default(),
+            observer: None,
         })
     }
 
     /// Replaces the bounds applied to every connection opened from now on.
     pub fn with_limits(mut self, limits: SandboxLimits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Reports what every connection opened from now on does (exchanges,
+    /// rate-limit waits) to `observer`.
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = Some(observer);
         self
     }
 
@@ -196,6 +206,7 @@ impl Runtime {
             ionapi_json,
             options,
             instances,
+            self.observer.clone(),
         )
         .await
     }

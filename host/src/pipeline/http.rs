@@ -7,6 +7,7 @@ use anyhow::Context as _;
 
 use super::retry::{RunStats, backoff};
 use crate::config::RetryConfig;
+use crate::metrics::RetryReason;
 
 pub struct HttpRequest {
     pub method: reqwest::Method,
@@ -87,7 +88,7 @@ pub async fn send(
             .http_calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let outcome = builder.send().await;
-        let (may_repeat, retry_after, failure) = match outcome {
+        let (may_repeat, retry_after, failure, why) = match outcome {
             Ok(response) => {
                 let status = response.status().as_u16();
                 let retry_after = response
@@ -109,10 +110,20 @@ pub async fn send(
                     status == 429 || idempotent,
                     retry_after,
                     format!("HTTP {status}: {}", excerpt(&body)),
+                    if status == 429 {
+                        RetryReason::RateLimited
+                    } else {
+                        RetryReason::ServerError
+                    },
                 )
             }
             // A refused connection never reached the server.
-            Err(e) => (idempotent || e.is_connect(), None, format!("{e}")),
+            Err(e) => (
+                idempotent || e.is_connect(),
+                None,
+                format!("{e}"),
+                RetryReason::Network,
+            ),
         };
         if !may_repeat || attempt >= policy.max_retries {
             anyhow::bail!(
@@ -128,6 +139,8 @@ pub async fn send(
         }
         tokio::time::sleep(backoff(policy, attempt, retry_after)).await;
         stats.retried();
+        // Plain HTTP(S) calls have no connection name of their own.
+        crate::metrics::metrics().retried("http", why);
         attempt += 1;
     }
 }

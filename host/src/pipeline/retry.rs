@@ -11,6 +11,7 @@ use std::time::Duration;
 use ionflow_runtime::{Connection, ConnectorError, ErrorKind, GatewayRequest, GatewayResponse};
 
 use crate::config::RetryConfig;
+use crate::metrics::{RetryReason, metrics};
 
 /// Counters shared by the source, the sinks and the runner.
 #[derive(Debug, Default)]
@@ -68,13 +69,20 @@ pub async fn gateway_call(
     let mut attempt = 0;
     loop {
         let outcome = connection.call(request.clone()).await;
-        let (reason, retry_after) = match &outcome {
-            Ok(response) if transient(response.status) && idempotent => {
-                (format!("HTTP {}", response.status), None)
-            }
+        let (reason, retry_after, why) = match &outcome {
+            Ok(response) if transient(response.status) && idempotent => (
+                format!("HTTP {}", response.status),
+                None,
+                RetryReason::ServerError,
+            ),
             Ok(_) => return outcome.map(|response| (response, attempt)),
             Err(e) if e.kind() == ErrorKind::Unavailable && (idempotent || e.is_rate_limited()) => {
-                (e.to_string(), e.retry_after_secs())
+                let why = if e.is_rate_limited() {
+                    RetryReason::RateLimited
+                } else {
+                    RetryReason::Network
+                };
+                (e.to_string(), e.retry_after_secs(), why)
             }
             Err(_) => return outcome.map(|response| (response, attempt)),
         };
@@ -96,6 +104,7 @@ pub async fn gateway_call(
         );
         tokio::time::sleep(wait).await;
         stats.retried();
+        metrics().retried(connection.name(), why);
         attempt += 1;
     }
 }

@@ -88,6 +88,7 @@ fn empty_status(pipeline: &str) -> ScheduleStatus {
 }
 
 fn unavailable(path: &Path, e: impl std::fmt::Display) -> StorageError {
+    crate::metrics::metrics().store_error("files");
     StorageError::Unavailable(format!("{}: {e}", path.display()))
 }
 
@@ -110,6 +111,16 @@ impl Storage for FileStorage {
 
     fn tokens(&self) -> Arc<dyn TokenStore> {
         self.tokens.clone()
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            match std::fs::metadata(&self.dir) {
+                Ok(m) if m.is_dir() => Ok(()),
+                Ok(_) => Err(unavailable(&self.dir, "not a folder")),
+                Err(e) => Err(unavailable(&self.dir, e)),
+            }
+        })
     }
 
     fn load_state<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>>> {

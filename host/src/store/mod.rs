@@ -109,6 +109,12 @@ pub trait Storage: Send + Sync + 'static {
     /// Whether claims are shared by several workers (PostgreSQL).
     fn shared(&self) -> bool;
     fn tokens(&self) -> Arc<dyn TokenStore>;
+    /// Answers when the store can be used now (a readiness probe).
+    fn ping(&self) -> BoxFuture<'_, Result<()>>;
+    /// The quota shared by every worker on this store, when it is shared.
+    fn rate_budget(&self) -> Option<Arc<dyn ionflow_runtime::SharedBudget>> {
+        None
+    }
 
     /// The saved state JSON of a pipeline (`key` is the pipeline's state key).
     fn load_state<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>>>;

@@ -8,7 +8,10 @@ use super::super::StorageError;
 use super::db::Db;
 
 /// In order; a new schema is a new file at the end, never an edit.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("migrations/0001_initial.sql")),
+    (2, include_str!("migrations/0002_rate_budget.sql")),
+];
 
 /// Any constant that no other application on the database uses.
 const MIGRATION_LOCK: i64 = 0x696f_6e66_6c6f_7701;
