@@ -425,8 +425,13 @@ mod tests {
         metrics().store_error("claiming a tick");
         let text = encode();
         assert!(text.ends_with("# EOF\n"), "{text}");
-        assert!(text.contains("ionflow_retries_total{connection=\"m3\",reason=\"rate_limited\"} 1"));
-        assert!(text.contains("# TYPE ionflow_run_duration_seconds histogram"), "{text}");
+        assert!(
+            text.contains("ionflow_retries_total{connection=\"m3\",reason=\"rate_limited\"} 1")
+        );
+        assert!(
+            text.contains("# TYPE ionflow_run_duration_seconds histogram"),
+            "{text}"
+        );
         assert!(text.contains("ionflow_store_errors_total{operation=\"claiming a tick\"}"));
     }
 }

@@ -43,7 +43,11 @@ pub fn parse_openmetrics(text: &str) -> Vec<Sample> {
         if let Some(rest) = line.strip_prefix("# ") {
             let mut parts = rest.splitn(3, ' ');
             let (kind, name) = (parts.next().unwrap(), parts.next().unwrap_or(""));
-            assert!(is_name(name, true), "line {}: bad family name: {line}", i + 1);
+            assert!(
+                is_name(name, true),
+                "line {}: bad family name: {line}",
+                i + 1
+            );
             match kind {
                 "TYPE" => {
                     let t = parts.next().unwrap_or("");
@@ -88,7 +92,11 @@ pub fn parse_openmetrics(text: &str) -> Vec<Sample> {
             }
             None => (series, BTreeMap::new()),
         };
-        assert!(is_name(name, true), "line {}: bad metric name: {line}", i + 1);
+        assert!(
+            is_name(name, true),
+            "line {}: bad metric name: {line}",
+            i + 1
+        );
         let family = families
             .iter()
             .filter(|(f, t)| {
@@ -222,14 +230,6 @@ async fn get(url: &str) -> (u16, String, String) {
     (status, content_type, answer.text().await.unwrap())
 }
 
-/// The cron expression (with seconds) of one moment `secs` from now, UTC:
-/// a pipeline on it runs once during the test.
-fn once_in(secs: i64) -> String {
-    let at = chrono::Utc::now() + chrono::Duration::seconds(secs);
-    use chrono::Timelike as _;
-    format!("{} {} {} * * *", at.second(), at.minute(), at.hour())
-}
-
 #[cfg(unix)]
 #[tokio::test]
 async fn metrics_on_an_open_address_match_the_runs_and_show_no_secret_or_record() {
@@ -238,15 +238,22 @@ async fn metrics_on_an_open_address_match_the_runs_and_show_no_secret_or_record(
     let (dir, ionapi) = workdir(&sim);
     let pipelines = dir.path().join("pipelines");
     std::fs::create_dir(&pipelines).unwrap();
-    let schedule = once_in(4);
-    pipeline(&pipelines, "clean", &ionapi, &schedule, "{item: .ITNO, text: .ITDS}");
+    // Every 15 s: the endpoint is read between the first and second runs.
+    let schedule = "*/15 * * * * *";
+    pipeline(
+        &pipelines,
+        "clean",
+        &ionapi,
+        schedule,
+        "{item: .ITNO, text: .ITDS}",
+    );
     // Every third record fails with its description in the error: the
     // dead letter keeps it, the endpoint must not.
     pipeline(
         &pipelines,
         "flaky",
         &ionapi,
-        &schedule,
+        schedule,
         r#"if (.ITNO | explode | add) % 3 == 0 then error("refused \(.ITDS)") else {item: .ITNO} end"#,
     );
     let port = free_port();
@@ -261,8 +268,8 @@ async fn metrics_on_an_open_address_match_the_runs_and_show_no_secret_or_record(
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (status, metrics) = loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         if let Ok(answer) = reqwest::get(format!("{base}/status")).await {
             let status: serde_json::Value = answer.json().await.unwrap();
@@ -272,12 +279,24 @@ async fn metrics_on_an_open_address_match_the_runs_and_show_no_secret_or_record(
                 .iter()
                 .all(|p| p["runs"] == 1 && p["running"] == false);
             if done {
-                break status;
+                let metrics = get(&format!("{base}/metrics")).await;
+                // Still the same runs once the metrics were read.
+                let again: serde_json::Value = reqwest::get(format!("{base}/status"))
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    again["pipelines"], status["pipelines"],
+                    "a run began meanwhile"
+                );
+                break (status, metrics);
             }
         }
         assert!(Instant::now() < deadline, "the two runs did not end");
     };
-    let (code, content_type, metrics) = get(&format!("{base}/metrics")).await;
+    let (code, content_type, metrics) = metrics;
     let (health, _, _) = get(&format!("{base}/healthz")).await;
     let (ready, _, readiness) = get(&format!("{base}/readyz")).await;
     sigterm(child.id().unwrap()).await;
@@ -287,7 +306,10 @@ async fn metrics_on_an_open_address_match_the_runs_and_show_no_secret_or_record(
     assert!(log.contains(&format!("0.0.0.0:{port}")), "{log}");
 
     assert_eq!(code, 200);
-    assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
     assert_eq!(health, 200);
     assert_eq!(ready, 200, "{readiness}");
     let samples = parse_openmetrics(&metrics);
@@ -295,9 +317,19 @@ async fn metrics_on_an_open_address_match_the_runs_and_show_no_secret_or_record(
         let name = p["pipeline"].as_str().unwrap();
         let s = &p["last_summary"];
         let of = |metric: &str| total(&samples, metric, &[("pipeline", name)]);
-        assert_eq!(of("ionflow_records_in_total"), s["records_in"].as_f64().unwrap(), "{name}");
-        assert_eq!(of("ionflow_records_out_total"), s["records_out"].as_f64().unwrap());
-        assert_eq!(of("ionflow_records_failed_total"), s["records_failed"].as_f64().unwrap());
+        assert_eq!(
+            of("ionflow_records_in_total"),
+            s["records_in"].as_f64().unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            of("ionflow_records_out_total"),
+            s["records_out"].as_f64().unwrap()
+        );
+        assert_eq!(
+            of("ionflow_records_failed_total"),
+            s["records_failed"].as_f64().unwrap()
+        );
         assert_eq!(
             of("ionflow_records_dead_lettered_total"),
             s["records_dead_lettered"].as_f64().unwrap()
@@ -310,21 +342,40 @@ async fn metrics_on_an_open_address_match_the_runs_and_show_no_secret_or_record(
     let flaky = &status["pipelines"][1];
     assert_eq!(clean["pipeline"], "clean");
     assert_eq!(clean["last_summary"]["records_in"], 30);
-    assert!(flaky["last_summary"]["records_failed"].as_u64().unwrap() > 0, "{status}");
+    assert!(
+        flaky["last_summary"]["records_failed"].as_u64().unwrap() > 0,
+        "{status}"
+    );
     assert_eq!(
-        total(&samples, "ionflow_runs_total", &[("pipeline", "clean"), ("outcome", "succeeded")]),
+        total(
+            &samples,
+            "ionflow_runs_total",
+            &[("pipeline", "clean"), ("outcome", "succeeded")]
+        ),
         1.0
     );
     assert_eq!(
-        total(&samples, "ionflow_runs_total", &[("pipeline", "flaky"), ("outcome", "records_failed")]),
+        total(
+            &samples,
+            "ionflow_runs_total",
+            &[("pipeline", "flaky"), ("outcome", "records_failed")]
+        ),
         1.0
     );
     // Only the clean run succeeded: only it has a last success time.
     let now = chrono::Utc::now().timestamp() as f64;
-    let last = total(&samples, "ionflow_last_success_timestamp_seconds", &[("pipeline", "clean")]);
+    let last = total(
+        &samples,
+        "ionflow_last_success_timestamp_seconds",
+        &[("pipeline", "clean")],
+    );
     assert!(now - last < 60.0 && last <= now + 1.0, "{last} vs {now}");
-    assert!(!samples.iter().any(|s| s.name == "ionflow_last_success_timestamp_seconds"
-        && s.labels["pipeline"] == "flaky"));
+    assert!(
+        !samples
+            .iter()
+            .any(|s| s.name == "ionflow_last_success_timestamp_seconds"
+                && s.labels["pipeline"] == "flaky")
+    );
     // Every HTTP exchange of the two runs, token requests included.
     let calls = total(&samples, "ionflow_api_calls_total", &[("connection", "m3")]);
     let summed = |key: &str| -> f64 {
@@ -337,11 +388,19 @@ async fn metrics_on_an_open_address_match_the_runs_and_show_no_secret_or_record(
     };
     assert_eq!(calls, summed("api_calls"), "{metrics}");
     assert_eq!(
-        total(&samples, "ionflow_token_requests_total", &[("connection", "m3")]),
+        total(
+            &samples,
+            "ionflow_token_requests_total",
+            &[("connection", "m3")]
+        ),
         summed("token_requests")
     );
     assert_eq!(
-        total(&samples, "ionflow_token_requests_total", &[("grant", "password")]),
+        total(
+            &samples,
+            "ionflow_token_requests_total",
+            &[("grant", "password")]
+        ),
         summed("token_requests")
     );
     // 30 records in pages of 7: 5 list calls per run, all answered 200 by M3.
@@ -379,7 +438,10 @@ async fn metrics_on_an_open_address_match_the_runs_and_show_no_secret_or_record(
     ] {
         assert_no_secret(&body, &secrets, what);
         for value in &values {
-            assert!(!body.contains(value.as_str()), "{what} shows a record value: {value}");
+            assert!(
+                !body.contains(value.as_str()),
+                "{what} shows a record value: {value}"
+            );
         }
     }
     sim.shutdown().await;
@@ -419,7 +481,12 @@ fn runs_of(status: &serde_json::Value, name: &str) -> Option<u64> {
 }
 
 /// Waits until `check` holds for the status, or panics after `secs`.
-async fn until(port: u16, secs: u64, what: &str, check: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+async fn until(
+    port: u16,
+    secs: u64,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         if let Some(status) = status_of(port).await
@@ -427,7 +494,11 @@ async fn until(port: u16, secs: u64, what: &str, check: impl Fn(&serde_json::Val
         {
             return status;
         }
-        assert!(Instant::now() < deadline, "{what}: {:?}", status_of(port).await);
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {:?}",
+            status_of(port).await
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -442,7 +513,11 @@ async fn a_running_serve_picks_up_added_changed_and_removed_files_and_skips_brok
     std::fs::create_dir(&pipelines).unwrap();
     pipeline(&pipelines, "alpha", &ionapi, "* * * * * *", "{item: .ITNO}");
     // A broken file at start-up no longer stops serve.
-    std::fs::write(pipelines.join("broken.toml"), "schedule = \"* * * * * *\"\n[source]\nkind = \"nope\"\n").unwrap();
+    std::fs::write(
+        pipelines.join("broken.toml"),
+        "schedule = \"* * * * * *\"\n[source]\nkind = \"nope\"\n",
+    )
+    .unwrap();
     let port = free_port();
     let child = ionflow()
         .arg("serve")
@@ -460,16 +535,36 @@ async fn a_running_serve_picks_up_added_changed_and_removed_files_and_skips_brok
     .await;
     let problems = status["problems"].as_array().unwrap();
     assert_eq!(problems.len(), 1, "{status}");
-    assert!(problems[0]["file"].as_str().unwrap().ends_with("broken.toml"));
-    assert!(problems[0]["problems"][0].as_str().unwrap().contains("broken.toml"), "{status}");
+    assert!(
+        problems[0]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("broken.toml")
+    );
+    assert!(
+        problems[0]["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("broken.toml"),
+        "{status}"
+    );
     let metrics = parse_openmetrics(&get(&format!("http://127.0.0.1:{port}/metrics")).await.2);
     assert_eq!(total(&metrics, "ionflow_pipeline_files_invalid", &[]), 1.0);
 
     // Added: runs on its schedule.
     pipeline(&pipelines, "beta", &ionapi, "* * * * * *", "{item: .ITNO}");
-    until(port, 15, "beta runs once added", |s| runs_of(s, "beta").unwrap_or(0) >= 2).await;
+    until(port, 15, "beta runs once added", |s| {
+        runs_of(s, "beta").unwrap_or(0) >= 2
+    })
+    .await;
     // Fixed: the problem goes.
-    pipeline(&pipelines, "broken", &ionapi, "* * * * * *", "{item: .ITNO}");
+    pipeline(
+        &pipelines,
+        "broken",
+        &ionapi,
+        "* * * * * *",
+        "{item: .ITNO}",
+    );
     until(port, 15, "the fixed file runs", |s| {
         runs_of(s, "broken").unwrap_or(0) >= 1 && s["problems"].as_array().unwrap().is_empty()
     })
@@ -477,21 +572,35 @@ async fn a_running_serve_picks_up_added_changed_and_removed_files_and_skips_brok
     // Broken again: reported, and it keeps running on its last good definition.
     std::fs::write(pipelines.join("broken.toml"), "schedule = \"every day\"\n").unwrap();
     let before = runs_of(&status_of(port).await.unwrap(), "broken").unwrap();
-    let status = until(port, 15, "the file broken again is reported while it runs", |s| {
-        !s["problems"].as_array().unwrap().is_empty()
-            && runs_of(s, "broken").unwrap_or(0) >= before + 2
-    })
+    let status = until(
+        port,
+        15,
+        "the file broken again is reported while it runs",
+        |s| {
+            !s["problems"].as_array().unwrap().is_empty()
+                && runs_of(s, "broken").unwrap_or(0) >= before + 2
+        },
+    )
     .await;
     assert_eq!(status["problems"][0]["still_serving"], "broken", "{status}");
     // Changed: new runs use the new definition.
-    pipeline(&pipelines, "alpha", &ionapi, "* * * * * *", "{changed: .ITNO}");
+    pipeline(
+        &pipelines,
+        "alpha",
+        &ionapi,
+        "* * * * * *",
+        "{changed: .ITNO}",
+    );
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let out = std::fs::read_to_string(pipelines.join("alpha.jsonl")).unwrap_or_default();
         if out.contains("\"changed\"") {
             break;
         }
-        assert!(Instant::now() < deadline, "alpha never ran its new definition");
+        assert!(
+            Instant::now() < deadline,
+            "alpha never ran its new definition"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Removed: no longer served.
@@ -517,12 +626,15 @@ async fn a_running_serve_picks_up_added_changed_and_removed_files_and_skips_brok
     assert!(!events(&log, "pipeline_changed").is_empty(), "{log}");
     assert!(!events(&log, "pipeline_removed").is_empty(), "{log}");
     assert!(
-        events(&log, "reloading").iter().any(|e| e["fields"]["cause"] == "SIGHUP"),
+        events(&log, "reloading")
+            .iter()
+            .any(|e| e["fields"]["cause"] == "SIGHUP"),
         "{log}"
     );
     // Every line is JSON with a message.
     for line in log.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
         assert!(v["fields"]["message"].is_string(), "no message: {line}");
     }
     sim.shutdown().await;
@@ -578,6 +690,10 @@ async fn every_line_of_a_failed_run_is_json_and_names_the_pipeline_and_run() {
     assert_eq!(last["level"], "ERROR");
     assert_eq!(last["fields"]["exit_code"], 3);
     assert_eq!(last["fields"]["error_kind"], "auth");
-    assert_no_secret(&result.all_output(), &file_secrets(&ionapi), "the JSON output");
+    assert_no_secret(
+        &result.all_output(),
+        &file_secrets(&ionapi),
+        "the JSON output",
+    );
     sim.shutdown().await;
 }

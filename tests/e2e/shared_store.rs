@@ -183,29 +183,46 @@ async fn readiness_follows_the_store_and_missed_ticks_run_once_after_an_outage()
         )
         .await
         .unwrap();
-    let runs: Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>, i32)> =
-        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    let runs: Vec<(
+        chrono::DateTime<chrono::Utc>,
+        chrono::DateTime<chrono::Utc>,
+        i32,
+    )> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
     // Ticks of the outage, run once it ended (a run cut off at its start
     // may be retried as attempt 2 under its own, earlier, tick).
     let caught_up: Vec<_> = runs
         .iter()
         .filter(|(tick, started, _)| {
-            *tick > cut_at + chrono::Duration::milliseconds(1500) && *tick < back_at && *started >= back_at
+            *tick > cut_at + chrono::Duration::milliseconds(1500)
+                && *tick < back_at
+                && *started >= back_at
         })
         .collect();
     let during: Vec<_> = runs
         .iter()
-        .filter(|(tick, _, _)| *tick > cut_at + chrono::Duration::milliseconds(1500) && *tick < back_at)
+        .filter(|(tick, _, _)| {
+            *tick > cut_at + chrono::Duration::milliseconds(1500) && *tick < back_at
+        })
         .collect();
     report(&format!(
         "store outage {cut_at} .. {back_at}: {} ticks recorded in it, caught up: {caught_up:?}",
         during.len()
     ));
-    assert_eq!(caught_up.len(), 1, "one run for the ticks of the outage: {runs:?}\n{log}");
+    assert_eq!(
+        caught_up.len(),
+        1,
+        "one run for the ticks of the outage: {runs:?}\n{log}"
+    );
     assert_eq!(during.len(), 1, "{runs:?}");
     assert!(log.contains("\"event\":\"missed_run\""), "{log}");
     let after = runs.iter().filter(|(tick, _, _)| *tick > back_at).count();
-    assert!(after >= 2, "the schedule goes on after the outage: {runs:?}");
+    assert!(
+        after >= 2,
+        "the schedule goes on after the outage: {runs:?}"
+    );
     sim.shutdown().await;
     db.drop().await;
 }
@@ -272,14 +289,27 @@ async fn three_workers_share_one_quota_through_the_store() {
     }
 
     // Each process alone keeps to the quota, three together do not.
-    sim_post(&sim, "quota", serde_json::json!({"requests": requests, "window_secs": window})).await;
+    sim_post(
+        &sim,
+        "quota",
+        serde_json::json!({"requests": requests, "window_secs": window}),
+    )
+    .await;
     let (_, _) = three_runs(dir.path(), None).await;
     let alone = sim.counters();
-    assert!(alone.rate_limited > 0, "three separate budgets overrun the quota: {alone:?}");
+    assert!(
+        alone.rate_limited > 0,
+        "three separate budgets overrun the quota: {alone:?}"
+    );
 
     // One budget for all three through PostgreSQL.
     sim_post(&sim, "reset-counters", serde_json::json!({})).await;
-    sim_post(&sim, "quota", serde_json::json!({"requests": requests, "window_secs": window})).await;
+    sim_post(
+        &sim,
+        "quota",
+        serde_json::json!({"requests": requests, "window_secs": window}),
+    )
+    .await;
     let (results, elapsed) = three_runs(dir.path(), Some(&db.url)).await;
     let counters = sim.counters();
     for result in &results {
@@ -287,7 +317,10 @@ async fn three_workers_share_one_quota_through_the_store() {
         let summary: serde_json::Value = serde_json::from_str(result.stdout.trim()).unwrap();
         assert_eq!(summary["records_in"], 30, "{summary}");
     }
-    assert_eq!(counters.rate_limited, 0, "no 429 with one shared budget: {counters:?}");
+    assert_eq!(
+        counters.rate_limited, 0,
+        "no 429 with one shared budget: {counters:?}"
+    );
     let calls = counters.api_calls as f64;
     // At most `requests` per window, so the calls need that many windows;
     // the budget is used when they take little more.

@@ -117,11 +117,9 @@ impl Connection {
                 })
                 .collect();
             let _ = stats.token_url.set(described.token_url.clone());
-            store.data_mut().observe(
-                observer.clone(),
-                &described.ion_api_url,
-                &described.tenant,
-            );
+            store
+                .data_mut()
+                .observe(observer.clone(), &described.ion_api_url, &described.tenant);
             info.get_or_insert(described);
             opened.push(Mutex::new(Instance {
                 store,

@@ -87,7 +87,10 @@ mod tests {
             grant_of(b"grant_type=password&username=u&password=SECRET"),
             "password"
         );
-        assert_eq!(grant_of(b"client_id=x&grant_type=refresh_token"), "refresh_token");
+        assert_eq!(
+            grant_of(b"client_id=x&grant_type=refresh_token"),
+            "refresh_token"
+        );
         assert_eq!(
             grant_of(b"grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Asaml2-bearer"),
             "saml_bearer"
@@ -98,8 +101,14 @@ mod tests {
 
     #[test]
     fn the_product_is_the_first_segment_below_the_tenant() {
-        assert_eq!(product_of("/ACME_TST/M3/m3api-rest/v2/x", "/ACME_TST"), "M3");
-        assert_eq!(product_of("/ACME_TST/CSI/IDORequestService", "/ACME_TST/"), "CSI");
+        assert_eq!(
+            product_of("/ACME_TST/M3/m3api-rest/v2/x", "/ACME_TST"),
+            "M3"
+        );
+        assert_eq!(
+            product_of("/ACME_TST/CSI/IDORequestService", "/ACME_TST/"),
+            "CSI"
+        );
         assert_eq!(product_of("/T/", "/T"), "other");
         assert_eq!(product_of(&format!("/T/{}", "x".repeat(41)), "/T"), "other");
         assert_eq!(product_of("/T/a%20b/c", "/T"), "other");

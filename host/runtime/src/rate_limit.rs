@@ -243,7 +243,8 @@ mod tests {
             hold: Duration,
         ) -> BoxFuture<'a, Result<Reservation, String>> {
             Box::pin(async move {
-                self.asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.asked
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let now = Instant::now();
                 let mut grants = self.grants.lock().unwrap();
                 grants.retain(|(until, _)| *until > now);
@@ -303,7 +304,10 @@ mod tests {
                 .iter()
                 .take_while(|u| **u < *t + Duration::from_secs(2))
                 .count();
-            assert!(in_window <= 20, "{in_window} calls within 2 s from call {i}");
+            assert!(
+                in_window <= 20,
+                "{in_window} calls within 2 s from call {i}"
+            );
         }
         // Batches of two: far fewer round trips than calls.
         let asked = budget.asked.load(std::sync::atomic::Ordering::Relaxed);

@@ -47,7 +47,8 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Exit> {
 async fn run_pipeline(args: &RunArgs, quiet: bool) -> anyhow::Result<Exit> {
     let vars = Variables::new(parse_vars(&args.vars)?);
     let mut pipeline = Pipeline::load(&args.pipeline, vars)?;
-    let span = tracing::info_span!("run", pipeline = %pipeline.name, run_id = %crate::serve::new_run_id());
+    let span =
+        tracing::info_span!("run", pipeline = %pipeline.name, run_id = %crate::serve::new_run_id());
     let _lock = RunLock::try_acquire(&super::state_dir()?, &args.pipeline)?;
     let storage = open_storage().await?;
     pipeline.use_storage(&storage);

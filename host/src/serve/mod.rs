@@ -321,21 +321,26 @@ fn retire(
 
 /// Watches the folder; any event asks for a reload. Without a watcher
 /// (inotify limits, an unsupported file system) SIGHUP still works.
-fn watch_folder(dir: &Path, reload: mpsc::Sender<&'static str>) -> Option<notify::RecommendedWatcher> {
+fn watch_folder(
+    dir: &Path,
+    reload: mpsc::Sender<&'static str>,
+) -> Option<notify::RecommendedWatcher> {
     use notify::Watcher as _;
-    let mut watcher = match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        // Pipelines write their outputs next to their files: only a
-        // pipeline file's change is worth a look.
-        let pipeline_file = |e: &notify::Event| {
-            e.paths
-                .iter()
-                .any(|p| p.extension().is_some_and(|x| x == "toml"))
-        };
-        if event.is_ok_and(|e| !e.kind.is_access() && pipeline_file(&e)) {
-            // A reload already asked for covers this one too.
-            let _ = reload.try_send("file change");
-        }
-    }) {
+    let mut watcher = match notify::recommended_watcher(
+        move |event: notify::Result<notify::Event>| {
+            // Pipelines write their outputs next to their files: only a
+            // pipeline file's change is worth a look.
+            let pipeline_file = |e: &notify::Event| {
+                e.paths
+                    .iter()
+                    .any(|p| p.extension().is_some_and(|x| x == "toml"))
+            };
+            if event.is_ok_and(|e| !e.kind.is_access() && pipeline_file(&e)) {
+                // A reload already asked for covers this one too.
+                let _ = reload.try_send("file change");
+            }
+        },
+    ) {
         Ok(w) => w,
         Err(e) => {
             tracing::warn!(target: "ionflow::serve", event = "watch_failed", "cannot watch {} ({e}); send SIGHUP to reload", dir.display());
