@@ -21,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod grants;
+pub mod metrics;
 pub mod pipeline;
 pub mod products;
 pub mod sandbox;

@@ -190,8 +190,8 @@ async fn three_workers_run_each_tick_exactly_once() {
         .await
         .unwrap()
         .get(0);
-    // 0001 (tokens, state, schedules) and 0002 (grant holders).
-    assert_eq!(migrations, 2);
+    // 0001 (tokens, state, schedules), 0002 (grant holders), 0003 (rate budget).
+    assert_eq!(migrations, 3, "each migration applied once");
 
     // One access token, obtained by one worker, served every run of all three.
     let counters = sim.counters();

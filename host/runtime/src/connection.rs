@@ -21,7 +21,8 @@ use super::bindings::{Connector, ConnectorPre};
 use super::capabilities::{HostState, HttpTransport, TokenStore};
 use super::error::ConnectorError;
 use super::limits::{CallTrace, ConnectionStats, SandboxLimits, epoch_ticks};
-use super::rate_limit::{Limiter, RateLimit};
+use super::observe::Observer;
+use super::rate_limit::{Limiter, RateLimit, SharedBudget};
 use super::token::AccessToken;
 
 /// One export call, given the instance's bindings, store and resource.
@@ -64,6 +65,7 @@ pub struct Connection {
     instances: Vec<Mutex<Instance>>,
     next: AtomicUsize,
     limiter: Option<Limiter>,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 impl Connection {
@@ -78,6 +80,7 @@ impl Connection {
         ionapi_json: &str,
         options: ConnectionOptions,
         instances: usize,
+        observer: Option<Arc<dyn Observer>>,
     ) -> Result<Connection, ConnectorError> {
         let name: Arc<str> = name.into();
         let stats = Arc::new(ConnectionStats::default());
@@ -114,6 +117,9 @@ impl Connection {
                 })
                 .collect();
             let _ = stats.token_url.set(described.token_url.clone());
+            store
+                .data_mut()
+                .observe(observer.clone(), &described.ion_api_url, &described.tenant);
             info.get_or_insert(described);
             opened.push(Mutex::new(Instance {
                 store,
@@ -132,6 +138,7 @@ impl Connection {
             instances: opened,
             next: AtomicUsize::new(0),
             limiter: None,
+            observer,
         })
     }
 
@@ -151,6 +158,15 @@ impl Connection {
     /// Business calls wait as needed to stay within `limit`.
     pub fn set_rate_limit(&mut self, limit: RateLimit) {
         self.limiter = Some(Limiter::new(limit));
+    }
+
+    /// Business calls wait as needed to stay within `limit` here and, with
+    /// every other process drawing from `budget`, within `limit` together.
+    /// The budget is kept under the connection's token-store key: one
+    /// quota per tenant and authorized app.
+    pub fn set_shared_rate_limit(&mut self, limit: RateLimit, budget: Arc<dyn SharedBudget>) {
+        let key = format!("rate:{}", self.info.store_key);
+        self.limiter = Some(Limiter::shared(limit, budget, key));
     }
 
     pub fn instances(&self) -> usize {
@@ -245,7 +261,11 @@ impl Connection {
         request: impl Into<Arc<GatewayRequest>>,
     ) -> Result<GatewayResponse, ConnectorError> {
         if let Some(limiter) = &self.limiter {
+            let asked = std::time::Instant::now();
             limiter.acquire().await;
+            if let Some(observer) = &self.observer {
+                observer.rate_limit_waited(&self.name, asked.elapsed());
+            }
         }
         let request = request.into();
         self.run(|b, s, h| {

@@ -20,6 +20,7 @@ use super::components::{
 use super::connection::{self, Connection};
 use super::error::ConnectorError;
 use super::limits::{EPOCH_TICK, SandboxLimits};
+use super::observe::Observer;
 
 /// The connector component built from `connector/` by `build.rs`.
 pub static EMBEDDED_CONNECTOR: &[u8] = include_bytes!(env!("IONFLOW_CONNECTOR_WASM"));
@@ -39,6 +40,7 @@ pub struct Runtime {
     transport: HttpTransport,
     tokens: Arc<dyn TokenStore>,
     limits: SandboxLimits,
+    observer: Option<Arc<dyn Observer>>,
     _ticker: EpochTicker,
 }
 
@@ -88,6 +90,7 @@ impl Runtime {
             transport: HttpTransport::new()?,
             tokens,
             limits: SandboxLimits::default(),
+            observer: None,
         })
     }
 
@@ -103,6 +106,13 @@ impl Runtime {
     /// The bounds connections are opened with.
     pub fn limits(&self) -> SandboxLimits {
         self.limits
+    }
+
+    /// Reports what every connection opened from now on does (exchanges,
+    /// rate-limit waits) to `observer`.
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     pub fn transport(&self) -> &HttpTransport {
@@ -194,6 +204,7 @@ impl Runtime {
             ionapi_json,
             options,
             instances,
+            self.observer.clone(),
         )
         .await
     }

@@ -43,21 +43,22 @@
 //! | 0 | `bindings` | the Rust bindings of the WIT world, generated from `wit/` |
 //! | 0 | `limits` | [`SandboxLimits`] (memory, deadline, response cap), [`ConnectionStats`] and the epoch tick deadlines are counted in |
 //! | 0 | [`contract`] | the WIT files, embedded for `ionflow connector export --wit` |
+//! | 0 | [`observe`] | the [`Observer`](observe::Observer) hook: exchanges and rate-limit waits, for a host's metrics (nothing) |
 //! | 0 | [`private_files`] | folders 0700 and files 0600 whatever the umask; leftovers of dead writers (nothing) |
 //! | 0 | `secret` | [`Secret`], a string whose `Debug` and `Display` print a mask |
 //! | 0 | [`tls`] | the TLS crypto provider, installed before any HTTP client is built |
-//! | 1 | [`capabilities`] | transport, token store and log, and the per-instance `HostState` (bindings, limits) |
+//! | 1 | [`capabilities`] | transport, token store and log, and the per-instance `HostState` (bindings, limits, observe) |
 //! | 1 | `error` | [`ConnectorError`] and [`ErrorKind`] (bindings, limits) |
 //! | 1 | `token` | [`AccessToken`] (bindings, secret) |
-//! | 1 | `rate_limit` | [`RateLimit`], the client side of the gateway's quota (nothing) |
+//! | 1 | `rate_limit` | [`RateLimit`], the client side of the gateway's quota, and the [`SharedBudget`] hook for a quota kept across processes (nothing) |
 //! | 2 | `components` | compiling and checking connector components: [`ConnectorComponent`] (bindings, capabilities; its test checks [`WORLD`] against contract) |
-//! | 3 | `connection` | [`Connection`]: the instances opened on one `.ionapi` file, each called one operation at a time (bindings, capabilities, error, limits, rate_limit, token) |
+//! | 3 | `connection` | [`Connection`]: the instances opened on one `.ionapi` file, each called one operation at a time (bindings, capabilities, error, limits, observe, rate_limit, token) |
 //! | 4 | `engine` | [`Runtime`]: the engine, linker, epoch ticker and loaded components (bindings, capabilities, components, connection, error, limits) |
 //!
 //! Everything an embedder uses is re-exported here; only `capabilities`
 //! (to implement a [`TokenStore`](capabilities::TokenStore) or reuse the
-//! transport), `contract`, `private_files` and `tls` (to build other HTTP
-//! clients) are public modules.
+//! transport), `contract`, `observe`, `private_files` and `tls` (to build
+//! other HTTP clients) are public modules.
 
 mod bindings;
 pub mod capabilities;
@@ -67,6 +68,7 @@ pub mod contract;
 mod engine;
 mod error;
 mod limits;
+pub mod observe;
 pub mod private_files;
 mod rate_limit;
 mod secret;
@@ -86,7 +88,7 @@ pub use connection::Connection;
 pub use engine::{EMBEDDED_CONNECTOR, Runtime, precompile_embedded};
 pub use error::{ConnectorError, ErrorKind};
 pub use limits::{ConnectionStats, DEFAULT_MAX_RESPONSE_BYTES, SandboxLimits};
-pub use rate_limit::RateLimit;
+pub use rate_limit::{RateLimit, Reservation, SharedBudget};
 pub use secret::Secret;
 pub use token::AccessToken;
 

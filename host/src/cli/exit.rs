@@ -38,6 +38,20 @@ impl From<Exit> for ExitCode {
 }
 
 impl Exit {
+    /// A word for the kind of failure, for JSON summaries, `/status` and metrics.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Exit::Success => "success",
+            Exit::Failure => "failure",
+            Exit::Config => "config",
+            Exit::Auth => "auth",
+            Exit::RecordsFailed => "records_failed",
+            Exit::Unavailable => "unavailable",
+            Exit::LockHeld => "lock_held",
+            Exit::Interrupted => "interrupted",
+        }
+    }
+
     /// Picks the exit code from the first typed error in the chain.
     pub fn classify(error: &anyhow::Error) -> Exit {
         for cause in error.chain() {

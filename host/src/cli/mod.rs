@@ -147,16 +147,13 @@ pub fn main() -> ExitCode {
         Ok(settings) => {
             let _ = SETTINGS.set(settings);
         }
-        Err(error) => {
-            eprintln!("error: {error}");
-            return Exit::Config.into();
-        }
+        Err(error) => return fail(&error.into(), Exit::Config),
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: could not start the async runtime: {e}");
-            return Exit::Failure.into();
+            let error = anyhow::Error::from(e).context("could not start the async runtime");
+            return fail(&error, Exit::Failure);
         }
     };
     let outcome = runtime.block_on(async {
@@ -185,10 +182,38 @@ pub fn main() -> ExitCode {
     match outcome {
         Ok(exit) => exit.into(),
         Err(error) => {
-            eprintln!("error: {error:#}");
-            Exit::classify(&error).into()
+            let exit = Exit::classify(&error);
+            fail(&error, exit)
         }
     }
+}
+
+/// The command's last word: `error: ...` on stderr, or with JSON logs a
+/// JSON line (message, exit code, error kind) like every other line.
+fn fail(error: &anyhow::Error, exit: Exit) -> ExitCode {
+    if json_logs() {
+        let line = serde_json::json!({
+            "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "level": "ERROR",
+            "fields": {
+                "message": format!("{error:#}"),
+                "exit_code": exit as u8,
+                "error_kind": exit.kind(),
+            },
+            "target": "ionflow",
+        });
+        eprintln!("{line}");
+    } else {
+        eprintln!("error: {error:#}");
+    }
+    exit.into()
+}
+
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether `--log-format json` was chosen: then stderr holds JSON lines only.
+pub fn json_logs() -> bool {
+    JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 fn init_logging(cli: &Cli) {
@@ -223,7 +248,10 @@ fn init_logging(cli: &Cli) {
         .with_ansi(std::io::stderr().is_terminal());
     match cli.log_format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Json => {
+            JSON_LOGS.store(true, std::sync::atomic::Ordering::Relaxed);
+            builder.json().init()
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use tracing::Instrument as _;
 
 use chrono::Utc;
 
@@ -25,8 +26,29 @@ pub struct RunArgs {
 }
 
 pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Exit> {
+    let outcome = run_pipeline(&args, quiet).await;
+    if args.json
+        && let Err(error) = &outcome
+    {
+        // A scheduler reading stdout gets an object for a failed run too.
+        let exit = Exit::classify(error);
+        let failure = serde_json::json!({
+            "pipeline": args.pipeline.file_stem().map(|s| s.to_string_lossy()),
+            "ok": false,
+            "exit_code": exit as u8,
+            "error_kind": exit.kind(),
+            "message": format!("{error:#}"),
+        });
+        println!("{failure}");
+    }
+    outcome
+}
+
+async fn run_pipeline(args: &RunArgs, quiet: bool) -> anyhow::Result<Exit> {
     let vars = Variables::new(parse_vars(&args.vars)?);
     let mut pipeline = Pipeline::load(&args.pipeline, vars)?;
+    let span =
+        tracing::info_span!("run", pipeline = %pipeline.name, run_id = %crate::serve::new_run_id());
     let _lock = RunLock::try_acquire(&super::state_dir()?, &args.pipeline)?;
     let storage = open_storage().await?;
     pipeline.use_storage(&storage);
@@ -68,6 +90,7 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Exit> {
             interactive(quiet) && !args.json,
             stop,
         )
+        .instrument(span)
         .await;
     if let Some(lease) = &lease {
         let (state, error) = crate::pipeline::recorded_state(&outcome);
@@ -82,7 +105,8 @@ pub async fn run(args: RunArgs, quiet: bool) -> anyhow::Result<Exit> {
         .sinks
         .iter()
         .any(|s| matches!(s, crate::pipeline::SinkConfig::Stdout(_)));
-    if args.json {
+    // With JSON logs, stderr holds JSON lines only.
+    if args.json || (stdout_sink && super::json_logs()) {
         let json = serde_json::to_string(&summary)?;
         if stdout_sink {
             eprintln!("{json}");

@@ -54,7 +54,9 @@ pub async fn schedule(args: ScheduleArgs) -> anyhow::Result<Exit> {
 pub struct ServeArgs {
     /// Folder of pipeline files; those with a `schedule` are run on it
     dir: PathBuf,
-    /// Serve `GET /status` on this loopback address (e.g. 127.0.0.1:9187)
+    /// Serve /status, /metrics, /healthz and /readyz on this address
+    /// (127.0.0.1:9187 for this machine only; 0.0.0.0:9187 for probes and
+    /// Prometheus in a container)
     #[arg(long)]
     status_addr: Option<SocketAddr>,
     /// Seconds running runs get to finish after SIGTERM/SIGINT
@@ -81,7 +83,8 @@ pub async fn serve_command(args: ServeArgs) -> anyhow::Result<Exit> {
     // Handlers first: a signal during start-up must not kill the process.
     let shutdown = shutdown_signal();
     let storage = open_storage().await?;
-    let runtime = super::runtime_on(storage.tokens())?;
+    let runtime = super::runtime_on(storage.tokens())?
+        .with_observer(Arc::new(crate::metrics::MetricsObserver));
     let options = ServeOptions {
         dir: args.dir,
         state_dir: state_dir()?,

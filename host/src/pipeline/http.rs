@@ -7,6 +7,7 @@ use anyhow::Context as _;
 
 use super::retry::{RunStats, Unavailable, backoff};
 use crate::config::RetryConfig;
+use crate::metrics::RetryReason;
 use ionflow_runtime::capabilities::transport::{CappedError, read_capped};
 
 /// The client of plain HTTP sources and sinks, with the cap on what one
@@ -113,7 +114,7 @@ pub async fn send(
             .http_calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let outcome = builder.send().await;
-        let (may_repeat, retry_after, failure) = match outcome {
+        let (may_repeat, retry_after, failure, why) = match outcome {
             Ok(response) => {
                 let status = response.status().as_u16();
                 let retry_after = response
@@ -139,6 +140,11 @@ pub async fn send(
                     status == 429 || idempotent,
                     retry_after,
                     Unavailable::status(what(), status, &body, attempt + 1),
+                    if status == 429 {
+                        RetryReason::RateLimited
+                    } else {
+                        RetryReason::ServerError
+                    },
                 )
             }
             // A refused connection never reached the server.
@@ -152,6 +158,7 @@ pub async fn send(
                     attempts: attempt + 1,
                     reached: !e.is_connect(),
                 },
+                RetryReason::Network,
             ),
         };
         if !may_repeat || attempt >= policy.max_retries {
@@ -159,6 +166,8 @@ pub async fn send(
         }
         tokio::time::sleep(backoff(policy, attempt, retry_after)).await;
         stats.retried();
+        // Plain HTTP(S) calls have no connection name of their own.
+        crate::metrics::metrics().retried("http", why);
         attempt += 1;
     }
 }

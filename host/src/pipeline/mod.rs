@@ -251,14 +251,20 @@ impl Pipeline {
                 )
                 .await
                 .with_context(|| format!("connection `{name}` ({})", resolved.source))?;
-            connection.set_rate_limit(match conn.rate_limit {
+            let limit = match conn.rate_limit {
                 Some(limit) => RateLimit {
                     requests: limit.requests,
                     window: Duration::from_secs(limit.window_secs.into()),
                     smoothing: limit.smoothing,
                 },
                 None => RateLimit::default(),
-            });
+            };
+            // Workers on one shared store draw from one budget per
+            // connection: the gateway's quota is the tenant's, not a process's.
+            match self.shared_state.as_ref().and_then(|s| s.rate_budget()) {
+                Some(budget) => connection.set_shared_rate_limit(limit, budget),
+                None => connection.set_rate_limit(limit),
+            }
             open.insert(name.clone(), Arc::new(connection));
         }
         Ok(open)
@@ -674,6 +680,7 @@ impl Pipeline {
         }
         progress.finish();
         if let Some(dl) = dead_letter {
+            summary.records_dead_lettered = dl.written as u64;
             if dl.written > 0 {
                 summary.dead_letter = Some(dl.path().to_owned());
             }

@@ -13,6 +13,7 @@ use ionflow_runtime::{
 };
 
 use crate::config::RetryConfig;
+use crate::metrics::{RetryReason, metrics};
 
 /// Counters shared by the source, the sinks and the runner.
 #[derive(Debug, Default)]
@@ -182,10 +183,12 @@ pub async fn gateway_call(
     let what = || format!("{} {}", method_name(request.method), request.path);
     loop {
         let outcome = connection.call(request.clone()).await;
-        let (reason, retry_after) = match &outcome {
-            Ok(response) if transient(response.status) && idempotent => {
-                (format!("HTTP {}", response.status), None)
-            }
+        let (reason, retry_after, why) = match &outcome {
+            Ok(response) if transient(response.status) && idempotent => (
+                format!("HTTP {}", response.status),
+                None,
+                RetryReason::ServerError,
+            ),
             // A write that met a 502/503 may have been acted on: not repeated.
             Ok(response) if transient(response.status) => {
                 return Err(Unavailable::status(what(), response.status, &response.body, 1).into());
@@ -200,7 +203,12 @@ pub async fn gateway_call(
                 if e.kind() == ErrorKind::Unavailable
                     && (idempotent || !e.may_have_reached_product()) =>
             {
-                (e.to_string(), e.retry_after_secs())
+                let why = if e.is_rate_limited() {
+                    RetryReason::RateLimited
+                } else {
+                    RetryReason::Network
+                };
+                (e.to_string(), e.retry_after_secs(), why)
             }
             Err(_) => return Err(outcome.unwrap_err().into()),
         };
@@ -230,6 +238,7 @@ pub async fn gateway_call(
         );
         tokio::time::sleep(wait).await;
         stats.retried();
+        metrics().retried(connection.name(), why);
         attempt += 1;
     }
 }

@@ -16,6 +16,8 @@ pub struct Summary {
     pub records_out: u64,
     /// Records that failed in a transform or were refused by a sink.
     pub records_failed: u64,
+    /// Failed records written to the dead-letter file.
+    pub records_dead_lettered: u64,
     /// Records delivered only after a call was sent again (429, 5xx, network).
     pub records_retried: u64,
     /// Every call sent again, source pages included.

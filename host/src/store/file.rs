@@ -92,6 +92,7 @@ fn empty_status(pipeline: &str) -> ScheduleStatus {
 }
 
 fn unavailable(path: &Path, e: impl std::fmt::Display) -> StorageError {
+    crate::metrics::metrics().store_error("files");
     StorageError::Unavailable(format!("{}: {e}", path.display()))
 }
 
@@ -119,6 +120,16 @@ impl Storage for FileStorage {
     /// OS locks need no lease: the kernel ends a dead process's hold.
     fn grant_holders(&self, _lease: std::time::Duration) -> Arc<dyn GrantHolders> {
         self.holders.clone()
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            match std::fs::metadata(&self.dir) {
+                Ok(m) if m.is_dir() => Ok(()),
+                Ok(_) => Err(unavailable(&self.dir, "not a folder")),
+                Err(e) => Err(unavailable(&self.dir, e)),
+            }
+        })
     }
 
     fn load_state<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>>> {

@@ -116,6 +116,12 @@ pub trait Storage: Send + Sync + 'static {
     /// holder that stops renewing its hold is gone after `lease` (where
     /// the store cannot tell a dead process at once). Call once per process.
     fn grant_holders(&self, lease: std::time::Duration) -> Arc<dyn GrantHolders>;
+    /// Answers when the store can be used now (a readiness probe).
+    fn ping(&self) -> BoxFuture<'_, Result<()>>;
+    /// The quota shared by every worker on this store, when it is shared.
+    fn rate_budget(&self) -> Option<Arc<dyn ionflow_runtime::SharedBudget>> {
+        None
+    }
 
     /// The saved state JSON of a pipeline (`key` is the pipeline's state key).
     fn load_state<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>>>;

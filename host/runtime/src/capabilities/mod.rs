@@ -13,6 +13,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::ionflow::gateway::{self as wit};
 use super::limits::{CallTrace, ConnectionStats};
+use super::observe::{self, Exchange, ExchangeKind, Observer};
 pub use token_store::{FileTokenStore, MemoryTokenStore, TokenStore};
 pub use transport::HttpTransport;
 
@@ -31,6 +32,10 @@ pub struct HostState {
     pub(crate) stats: Arc<ConnectionStats>,
     /// What the current export call sent; `connection.rs` resets and reads it.
     pub(crate) trace: CallTrace,
+    /// Told of every exchange, when the host watches (metrics, traces).
+    observer: Option<Arc<dyn Observer>>,
+    /// `{iu}/{ti}`: business calls start with it.
+    business_prefix: String,
 }
 
 impl HostState {
@@ -53,6 +58,37 @@ impl HostState {
             label,
             stats,
             trace: CallTrace::default(),
+            observer: None,
+            business_prefix: String::new(),
+        }
+    }
+
+    /// Reports this instance's exchanges to `observer`; business calls are
+    /// those below `{ion_api_url}/{tenant}`.
+    pub(crate) fn observe(
+        &mut self,
+        observer: Option<Arc<dyn Observer>>,
+        ion_api_url: &str,
+        tenant: &str,
+    ) {
+        self.observer = observer;
+        self.business_prefix = format!("{}/{tenant}", ion_api_url.trim_end_matches('/'));
+    }
+
+    fn kind_of<'a>(&self, request: &'a wit::transport::OutgoingRequest) -> ExchangeKind<'a> {
+        let url = request.url.split(['?', '#']).next().unwrap_or_default();
+        if self.stats.token_url.get().is_some_and(|t| t == url) {
+            return ExchangeKind::Token {
+                grant: observe::grant_of(&request.body),
+            };
+        }
+        match url.strip_prefix(&self.business_prefix) {
+            Some(rest) if rest.starts_with('/') && !self.business_prefix.is_empty() => {
+                ExchangeKind::Business {
+                    product: observe::product_of(rest, ""),
+                }
+            }
+            _ => ExchangeKind::Other,
         }
     }
 }
@@ -75,6 +111,21 @@ impl wit::transport::Host for HostState {
     ) -> Result<wit::transport::IncomingResponse, wit::transport::TransportError> {
         use wit::transport::TransportError;
         let to_token_endpoint = self.stats.token_url.get() == Some(&request.url);
+        // Only what the exchange was for is kept, never the request itself.
+        let watched = match self.observer.clone() {
+            None => None,
+            Some(observer) => {
+                let (kind, product) = match self.kind_of(&request) {
+                    ExchangeKind::Token { grant } => (ExchangeKind::Token { grant }, None),
+                    ExchangeKind::Business { product } => {
+                        (ExchangeKind::Other, Some(product.to_owned()))
+                    }
+                    ExchangeKind::Other => (ExchangeKind::Other, None),
+                };
+                observer.exchange_started(&self.label);
+                Some((observer, kind, product, std::time::Instant::now()))
+            }
+        };
         let outcome = self
             .transport
             .send(request, &self.allowed_hosts, &self.label, &self.stats)
@@ -89,6 +140,18 @@ impl wit::transport::Host for HostState {
                 Err(TransportError::Connect(_) | TransportError::Refused(_)) => false,
                 Err(TransportError::Timeout | TransportError::Other(_)) => true,
             };
+        }
+        if let Some((observer, kind, product, started)) = watched {
+            let kind = match &product {
+                Some(product) => ExchangeKind::Business { product },
+                None => kind,
+            };
+            observer.exchange_ended(&Exchange {
+                connection: &self.label,
+                kind,
+                status: outcome.as_ref().ok().map(|r| r.status),
+                elapsed: started.elapsed(),
+            });
         }
         outcome
     }

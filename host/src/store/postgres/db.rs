@@ -65,6 +65,7 @@ impl Db {
     }
 
     fn unreachable(&self, why: &str) -> StorageError {
+        crate::metrics::metrics().store_error("connecting");
         StorageError::Unavailable(format!(
             "cannot connect to the PostgreSQL store {} ({why}); check that the server \
              runs and accepts TCP connections there, and the user, password and database \
@@ -75,6 +76,7 @@ impl Db {
 
     /// A failed query, naming what was being done and the store.
     pub fn failed(&self, what: &str, e: tokio_postgres::Error) -> StorageError {
+        crate::metrics::metrics().store_error(what);
         StorageError::Unavailable(format!(
             "PostgreSQL store {}: {what} failed: {}",
             self.url,

@@ -11,6 +11,7 @@ use super::db::Db;
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("migrations/0001_initial.sql")),
     (2, include_str!("migrations/0002_grant_holders.sql")),
+    (3, include_str!("migrations/0003_rate_budget.sql")),
 ];
 
 /// Any constant that no other application on the database uses.

@@ -1,8 +1,10 @@
 //! The PostgreSQL backend, for several `ionflow serve` workers: tokens
-//! (`tokens.rs`), watermarks, and schedule leases: a row per claimed tick
+//! (`tokens.rs`), the shared rate-limit budget (`budget.rs`), watermarks,
+//! and schedule leases: a row per claimed tick
 //! whose primary key makes the claim happen once and whose expiry hands a
 //! dead worker's run to another.
 
+mod budget;
 mod db;
 mod holders;
 mod migrate;
@@ -17,6 +19,7 @@ use super::holders::GrantHolders;
 use super::{Claim, LapsedRun, MaskedUrl, Result, RunState, ScheduleStatus, Storage, TickLease};
 use db::Db;
 use holders::PostgresHolders;
+use ionflow_runtime::SharedBudget;
 use ionflow_runtime::capabilities::TokenStore;
 pub use tokens::PostgresTokenStore;
 
@@ -54,6 +57,21 @@ impl Storage for PostgresStorage {
 
     fn grant_holders(&self, lease: std::time::Duration) -> Arc<dyn GrantHolders> {
         Arc::new(PostgresHolders::new(self.db.clone(), &self.worker, lease))
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let client = self.db.client().await?;
+            client
+                .simple_query("SELECT 1")
+                .await
+                .map_err(|e| self.db.failed("answering a probe", e))?;
+            Ok(())
+        })
+    }
+
+    fn rate_budget(&self) -> Option<Arc<dyn SharedBudget>> {
+        Some(Arc::new(budget::PostgresBudget::new(self.db.clone())))
     }
 
     fn load_state<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>>> {
