@@ -15,6 +15,53 @@ use serde_json::Value;
 
 type Data = data::JustLut<Val>;
 
+/// The variables every filter may read, in the order their values are given:
+/// a pipeline's watermarks, `[vars]`, the environment variables the filter
+/// names and facts about the run. Values come in through jq, never through
+/// the filter's text, so a value cannot change what the filter does.
+pub const GLOBALS: [&str; 4] = ["$state", "$vars", "$env", "$run"];
+
+/// The values of [`GLOBALS`] for one run (or one `ionflow test`), kept as
+/// JSON: jaq's values are not `Send`, and a run's state crosses awaits.
+#[derive(Debug, Clone)]
+pub struct JqGlobals {
+    values: Vec<Value>,
+}
+
+impl Default for JqGlobals {
+    /// Empty objects: `$state.since` is `null` rather than an error.
+    fn default() -> Self {
+        let empty = Value::Object(Default::default());
+        JqGlobals::new(&empty, &empty, &empty, &empty)
+    }
+}
+
+impl JqGlobals {
+    pub fn new(state: &Value, vars: &Value, env: &Value, run: &Value) -> Self {
+        JqGlobals {
+            values: [state, vars, env, run].into_iter().cloned().collect(),
+        }
+    }
+}
+
+/// The names a filter reads as `$env.NAME`: only these are looked up, so a
+/// filter cannot dump the whole environment (and its secrets) into records.
+pub fn env_names(code: &str) -> Vec<String> {
+    let mut names: Vec<String> = code
+        .match_indices("$env.")
+        .map(|(at, needle)| {
+            code[at + needle.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect::<String>()
+        })
+        .filter(|name| !name.is_empty())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 pub struct JqFilter {
     code: String,
     filter: compile::Filter<Native<Data>>,
@@ -44,6 +91,7 @@ impl JqFilter {
             .map_err(|errors| describe_load_errors(code, errors))?;
         let filter = Compiler::default()
             .with_funs(funs)
+            .with_global_vars(GLOBALS)
             .compile(modules)
             .map_err(|errors| {
                 let names: Vec<String> = errors
@@ -70,9 +118,25 @@ impl JqFilter {
         record: &Value,
         budget: Option<Duration>,
     ) -> Result<Vec<Value>, String> {
+        self.apply_with(record, budget, &JqGlobals::default())
+    }
+
+    /// Like [`Self::apply_within`], with the run's `$state`, `$vars`, `$env` and `$run`.
+    pub fn apply_with(
+        &self,
+        record: &Value,
+        budget: Option<Duration>,
+        globals: &JqGlobals,
+    ) -> Result<Vec<Value>, String> {
         let started = Instant::now();
         let input = to_val(record);
-        let ctx = Ctx::<Data>::new(&self.filter.lut, Vars::new([]));
+        // Built per record, small objects, and only for a filter naming a variable.
+        let values: Vec<Val> = if self.code.contains('$') {
+            globals.values.iter().map(to_val).collect()
+        } else {
+            vec![Val::Null; GLOBALS.len()]
+        };
+        let ctx = Ctx::<Data>::new(&self.filter.lut, Vars::new(values));
         let mut out = Vec::new();
         for result in self.filter.id.run((ctx, input)) {
             if let Some(budget) = budget
@@ -255,6 +319,36 @@ mod tests {
         // Not JSON: refused with the same message as before.
         let f = JqFilter::compile("nan").unwrap();
         assert!(f.apply(&json!(1)).unwrap_err().contains("not JSON"));
+    }
+
+    #[test]
+    fn globals_are_jq_variables() {
+        let f = JqFilter::compile(
+            "select(.LMDT > $state.since) | {c: $vars.company, e: $env.X, at: $run.started_at}",
+        )
+        .unwrap();
+        let globals = JqGlobals::new(
+            &json!({"since": "20260101"}),
+            &json!({"company": "100"}),
+            &json!({"X": "x"}),
+            &json!({"started_at": "2026-12-01T00:00:00Z"}),
+        );
+        let out = f
+            .apply_with(&json!({"LMDT": "20260102"}), None, &globals)
+            .unwrap();
+        assert_eq!(
+            out,
+            vec![json!({"c": "100", "e": "x", "at": "2026-12-01T00:00:00Z"})]
+        );
+        assert!(
+            f.apply_with(&json!({"LMDT": "20251231"}), None, &globals)
+                .unwrap()
+                .is_empty()
+        );
+        // Without values the globals are empty objects, not errors.
+        assert!(f.apply(&json!({"LMDT": "1"})).unwrap().is_empty());
+        assert!(JqFilter::compile("$nosuch").unwrap_err().contains("nosuch"));
+        assert_eq!(env_names("$env.A + $env.B_2 + $env.A"), ["A", "B_2"]);
     }
 
     #[test]

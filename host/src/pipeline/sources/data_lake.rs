@@ -36,6 +36,10 @@ fn default_data_lake_page_size() -> u32 {
 }
 
 impl SourceKind for DataLakeSourceConfig {
+    fn literal_keys(&self) -> &'static [&'static str] {
+        &["sort"]
+    }
+
     fn check(&self, check: &mut Check<'_, '_>) {
         check.connection(&self.connection);
         check.range("page_size", self.page_size.into(), 10_000, "");
