@@ -31,7 +31,7 @@ impl ConnectionArgs {
 
 /// Ends a diagnostic session like a run ends: the refresh token is revoked
 /// unless the connection keeps its grant (a user's login, `revoke_on_exit = false`).
-async fn end_session(connection: &Connection, revoke: bool) {
+pub async fn end_session(connection: &Connection, revoke: bool) {
     if revoke
         && connection.info().grant != Grant::AuthorizationCode
         && let Err(e) = connection.revoke().await
@@ -42,7 +42,7 @@ async fn end_session(connection: &Connection, revoke: bool) {
 
 /// Resolves and opens the connection; no network call happens yet. Also
 /// says whether the session should end with a revocation.
-async fn open(args: &ConnectionArgs, runtime: &Runtime) -> anyhow::Result<(Connection, bool)> {
+pub async fn open(args: &ConnectionArgs, runtime: &Runtime) -> anyhow::Result<(Connection, bool)> {
     let resolved = args.resolve()?;
     let revoke = resolved.revoke_on_exit;
     runtime

@@ -21,6 +21,9 @@ pub async fn sim(args: SimArgs) -> anyhow::Result<Exit> {
     sim.write_ionapi(&args.ionapi_out)?;
     println!("ION API Gateway simulator listening on {}", sim.base_url());
     println!("credentials written to {}", args.ionapi_out.display());
+    for line in sim.fixtures() {
+        println!("fixture: {line}");
+    }
     println!(
         "counters: {}/__sim/counters; stop with Ctrl-C",
         sim.base_url()
