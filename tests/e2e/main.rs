@@ -5,6 +5,7 @@ mod support;
 
 mod auth_grants;
 mod auth_lifecycle;
+mod authoring;
 mod concurrency;
 mod connector_calls;
 mod contract;
