@@ -392,10 +392,10 @@ async fn validate_shows_every_problem_with_its_line_and_a_caret() {
     assert!(err.contains("^^^^^^"), "{err}");
     // The parse stops at the unknown key; the rest of the file is still checked.
     for expected in [
-        "mistakes.toml:12:26: transforms[0].filter: `${state.since}` is not expanded here: jq filters see the pipeline's values as jq variables; write $state.since",
-        "mistakes.toml:16:32: sinks[0].url: `recod` is not defined",
-        "mistakes.toml:17:26: sinks[0].body: the filter `uper` does not exist",
-        "mistakes.toml:17:39: sinks[0].body: `vars.compny` is not defined; [vars] has company",
+        "mistakes.toml:13:27: transforms[0].filter: `${state.since}` is not expanded here: jq filters see the pipeline's values as jq variables; write $state.since",
+        "mistakes.toml:17:31: sinks[0].url: `recod` is not defined",
+        "mistakes.toml:18:23: sinks[0].body: the filter `uper` does not exist",
+        "mistakes.toml:18:39: sinks[0].body: `vars.compny` is not defined; [vars] has company",
     ] {
         assert!(err.contains(expected), "want `{expected}` in\n{err}");
     }
@@ -406,8 +406,8 @@ async fn validate_shows_every_problem_with_its_line_and_a_caret() {
     assert_eq!(problems.len(), 5, "{problems:?}");
     assert_eq!(problems[0]["line"], 9);
     assert_eq!(problems[0]["column"], 1);
-    assert_eq!(problems[1]["line"], 12);
-    assert_eq!(problems[1]["column"], 26);
+    assert_eq!(problems[1]["line"], 13);
+    assert_eq!(problems[1]["column"], 27);
     assert_eq!(problems[1]["severity"], "error");
 }
 
@@ -683,18 +683,24 @@ fn collect_kinds(value: &serde_json::Value, out: &mut Vec<String>) {
     }
 }
 
-/// Every property name anywhere in the schema.
+/// Every property name anywhere in the schema (a `properties` map names
+/// keys; its values are schemas again, whatever their own names).
 fn collect_keys(value: &serde_json::Value, out: &mut Vec<String>) {
     match value {
         serde_json::Value::Object(map) => {
-            if let Some(serde_json::Value::Object(properties)) = map.get("properties") {
-                for key in properties.keys() {
-                    if !out.contains(key) {
-                        out.push(key.clone());
+            for (name, sub) in map {
+                match (name.as_str(), sub) {
+                    ("properties", serde_json::Value::Object(properties)) => {
+                        for (key, schema) in properties {
+                            if !out.contains(key) {
+                                out.push(key.clone());
+                            }
+                            collect_keys(schema, out);
+                        }
                     }
+                    _ => collect_keys(sub, out),
                 }
             }
-            map.values().for_each(|v| collect_keys(v, out));
         }
         serde_json::Value::Array(items) => items.iter().for_each(|v| collect_keys(v, out)),
         _ => {}
@@ -902,4 +908,105 @@ kind = "count"
     assert_eq!(shown["watermarks"][0]["saved"], serde_json::Value::Null);
     assert_eq!(shown["watermarks"][0]["initial"], "2000-01-01");
     db.drop().await;
+}
+
+/// `run --watch`: a change to the input runs the pipeline again; Ctrl-C
+/// while it waits ends it cleanly.
+#[tokio::test]
+async fn watch_runs_again_when_the_input_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"n\": 1}\n").unwrap();
+    let pipeline = dir.path().join("w.toml");
+    std::fs::write(
+        &pipeline,
+        "[source]\nkind = \"file\"\npath = \"in.jsonl\"\n\n[[sinks]]\nkind = \"file\"\npath = \"out.jsonl\"\n",
+    )
+    .unwrap();
+    let child = ionflow()
+        .arg("run")
+        .arg(&pipeline)
+        .arg("--watch")
+        .env("IONFLOW_STATE_DIR", dir.path().join("state"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = dir.path().join("out.jsonl");
+    let lines = |n: usize| {
+        let out = out.clone();
+        async move {
+            for _ in 0..600 {
+                if std::fs::read_to_string(&out).is_ok_and(|t| t.lines().count() == n) {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            false
+        }
+    };
+    assert!(lines(1).await, "the first run writes one record");
+    // A new modification time, even on a coarse file system clock.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    std::fs::write(&input, "{\"n\": 1}\n{\"n\": 2}\n").unwrap();
+    assert!(lines(2).await, "the change runs the pipeline again");
+    let status = tokio::process::Command::new("kill")
+        .args(["-INT", &child.id().unwrap().to_string()])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("watching"), "{stderr}");
+}
+
+/// On a terminal (a pseudo-terminal from `script`), a run that waits for
+/// the rate limiter shows a progress line that says so, with the policy.
+#[tokio::test]
+async fn a_terminal_shows_progress_and_the_rate_limit_wait() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED progress test: `script` (util-linux) is missing"
+        );
+        return;
+    }
+    let sim = simulator(30).await;
+    let (dir, ionapi) = workdir(&sim);
+    let pipeline = items_pipeline(dir.path(), &ionapi, 10);
+    let text = std::fs::read_to_string(&pipeline).unwrap().replacen(
+        "[source]",
+        "rate_limit = { requests = 1, window_secs = 3 }\n\n[source]",
+        1,
+    );
+    std::fs::write(&pipeline, text).unwrap();
+    let command = format!(
+        "\"$IONFLOW\" run '{}'",
+        pipeline.display().to_string().replace('\'', "'\\''")
+    );
+    let result = run(tokio::process::Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .env("IONFLOW", env!("CARGO_BIN_EXE_ionflow"))
+        .env(
+            "IONFLOW_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("ionflow-cache"),
+        )
+        .env("TERM", "xterm"))
+    .await;
+    assert_eq!(result.code, 0, "{}", result.all_output());
+    let screen = result.all_output();
+    assert!(screen.contains("records in"), "{screen}");
+    assert!(screen.contains("pages"), "{screen}");
+    assert!(
+        screen.contains("for the rate limit: 1 calls per 3 s (connection m3)"),
+        "{screen}"
+    );
+    sim.shutdown().await;
 }

@@ -159,3 +159,61 @@ async fn completions_and_help_with_examples() {
         );
     }
 }
+
+/// The examples in `--help` that need neither credentials nor a gateway
+/// run as written, from the repository's root, with the shipped files.
+#[tokio::test]
+async fn help_examples_run_as_written() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let offline = [
+        "validate",
+        "test",
+        "jq",
+        "list",
+        "schedule",
+        "state show",
+        "schema",
+    ];
+    let mut ran = 0;
+    for command in [
+        "run", "validate", "test", "state", "jq", "list", "schedule", "schema",
+    ] {
+        let help = run(ionflow().arg(command).arg("--help")).await;
+        let examples = help
+            .stdout
+            .lines()
+            .skip_while(|l| !l.starts_with("Example"))
+            .filter_map(|l| l.trim().strip_prefix("ionflow "))
+            .filter(|l| {
+                offline
+                    .iter()
+                    .any(|o| l.starts_with(&format!("{o} ")) || l == o)
+                    && !l.contains("--from")
+                    && !l.contains('>')
+            })
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+        for example in examples {
+            let line = format!("\"$IONFLOW\" {example}");
+            let result = run(tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(&line)
+                .current_dir(&root)
+                .env("IONFLOW", env!("CARGO_BIN_EXE_ionflow"))
+                .env(
+                    "IONFLOW_CACHE_DIR",
+                    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ionflow-cache"),
+                )
+                .env("IONFLOW_STATE_DIR", tempfile::tempdir().unwrap().keep()))
+            .await;
+            assert_eq!(
+                result.code,
+                0,
+                "`ionflow {example}`: {}",
+                result.all_output()
+            );
+            ran += 1;
+        }
+    }
+    assert!(ran >= 6, "only {ran} examples ran");
+}

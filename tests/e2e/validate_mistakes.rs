@@ -105,13 +105,13 @@ const MISTAKES: &[(&str, &str, &str, &str)] = &[
         "undefined template variable",
         "{{ record.item }}",
         "{{ recod.item }}",
-        "check.toml:22:24: sinks[0].fields.ITNO: `recod` is not defined",
+        "check.toml:22:23: sinks[0].fields.ITNO: `recod` is not defined",
     ),
     (
         "unknown template filter",
         "{{ record.item }}",
         "{{ record.item | uper }}",
-        "check.toml:22:34: sinks[0].fields.ITNO: the filter `uper` does not exist",
+        "check.toml:22:37: sinks[0].fields.ITNO: the filter `uper` does not exist",
     ),
     (
         "unset environment variable",

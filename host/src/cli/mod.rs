@@ -92,7 +92,7 @@ enum Command {
     State(state::StateCommand),
     /// Run a jq filter over sample records, as a transform would
     #[command(
-        after_help = "Examples:\n  ionflow jq '{item: .ITNO}' pipelines/data/sample.jsonl\n  ionflow jq 'select(.STAT == \"20\")' --from pipelines/m3-items-to-csv.toml --limit 5"
+        after_help = "Examples:\n  ionflow jq 'select(.STAT == \"20\") | {item: .ITNO}' pipelines/data/m3-items-sample.jsonl\n  ionflow jq 'select(.STAT == \"20\")' --from pipelines/m3-items-to-csv.toml --limit 5"
     )]
     Jq(jq::JqArgs),
     /// One authenticated gateway call, the answer printed as JSON
@@ -152,7 +152,9 @@ enum Command {
     )]
     Status(status::StatusArgs),
     /// Print the next fire times of a pipeline's schedule, in its time zone and UTC
-    #[command(after_help = "Example:\n  ionflow schedule pipelines/m3-items-to-csv.toml --count 5")]
+    #[command(
+        after_help = "Example:\n  ionflow schedule pipelines/ido-items-to-jsonl.toml --count 5"
+    )]
     Schedule(schedule::ScheduleArgs),
     /// Spend and rotate the stored refresh token now, so it never reaches the idle cut-off
     #[command(

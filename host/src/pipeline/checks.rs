@@ -42,6 +42,16 @@ fn literal_place(path: &str, config: &PipelineConfig) -> Option<&'static str> {
         .then_some("this key is a name and is used as written")
 }
 
+/// The byte ranges of the values where `${...}` stays literal text, so
+/// that the check of `${var.X}`/`${state.X}` names does not report them twice.
+pub fn literal_ranges(spans: &Spans, config: &PipelineConfig) -> Vec<std::ops::Range<usize>> {
+    spans
+        .strings()
+        .filter(|(path, _, value)| value.contains("${") && literal_place(path, config).is_some())
+        .map(|(_, located, _)| located.span.clone())
+        .collect()
+}
+
 /// `${...}` in a jq filter or a name stays literal text: refused with the
 /// spelling that works there.
 pub fn check_literal_interpolation(

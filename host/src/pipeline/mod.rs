@@ -129,8 +129,9 @@ impl Pipeline {
                 Variables::default()
             }
         };
-        check_references(text, &config, &mut problems);
         let spans = Spans::parse(text);
+        let literal = checks::literal_ranges(&spans, &config);
+        check_references(text, &config, &literal, &mut problems);
         checks::check_literal_interpolation(text, &spans, &config, &mut problems);
 
         let mut transforms = Vec::new();
@@ -890,7 +891,12 @@ fn fail(
 
 /// `${var.X}` and `${state.X}` must name a declared variable or watermark;
 /// checked on the text so the error points at the line.
-fn check_references(text: &str, config: &PipelineConfig, problems: &mut Problems<'_>) {
+fn check_references(
+    text: &str,
+    config: &PipelineConfig,
+    literal: &[std::ops::Range<usize>],
+    problems: &mut Problems<'_>,
+) {
     let watermarks: Vec<&String> = config
         .state
         .as_ref()
@@ -908,7 +914,8 @@ fn check_references(text: &str, config: &PipelineConfig, problems: &mut Problems
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                 .collect();
-            if !known.iter().any(|k| **k == name) {
+            let in_literal = literal.iter().any(|r| r.contains(&start));
+            if !in_literal && !known.iter().any(|k| **k == name) {
                 let line = text[..start].matches('\n').count() + 1;
                 let col = text[..start]
                     .rsplit('\n')
