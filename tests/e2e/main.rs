@@ -5,6 +5,7 @@ mod support;
 
 mod auth_grants;
 mod auth_lifecycle;
+mod authoring;
 mod cache_integrity;
 mod cli_output;
 mod concurrency;

@@ -96,10 +96,22 @@ const MISTAKES: &[(&str, &str, &str, &str)] = &[
         "check.toml:3:1: connections.m3: set exactly one of ionapi_file",
     ),
     (
-        "missing credentials file",
-        "ionapi_file = \"IONAPI\"",
-        "ionapi_file = \"nowhere.ionapi\"",
-        "connections.m3.ionapi_file: cannot read",
+        "variable in a jq filter",
+        "{item: .ITNO}",
+        "{item: .ITNO, at: \\\"${env.HOME}\\\"}",
+        "transforms[0].filter: `${env.HOME}` is not expanded here: jq filters see the pipeline's values as jq variables; write $env.HOME",
+    ),
+    (
+        "undefined template variable",
+        "{{ record.item }}",
+        "{{ recod.item }}",
+        "check.toml:22:23: sinks[0].fields.ITNO: `recod` is not defined",
+    ),
+    (
+        "unknown template filter",
+        "{{ record.item }}",
+        "{{ record.item | uper }}",
+        "check.toml:22:37: sinks[0].fields.ITNO: the filter `uper` does not exist",
     ),
     (
         "unset environment variable",
@@ -173,6 +185,24 @@ async fn each_kind_of_mistake_is_placed_and_explained() {
     assert_eq!(sim.counters().api_calls, 0, "validate makes no API call");
     assert_eq!(sim.counters().token_requests.password, 0);
     sim.shutdown().await;
+}
+
+/// Credentials are not needed to validate: a `.ionapi` file that is not
+/// there is a note, and the rest of the file is still checked.
+#[tokio::test]
+async fn a_missing_credentials_file_is_a_note_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("check.toml");
+    std::fs::write(&file, BASE.replace("IONAPI", "nowhere.ionapi")).unwrap();
+    let result = run(ionflow().arg("validate").arg(&file)).await;
+    assert_eq!(result.code, 0, "{}", result.all_output());
+    assert!(
+        result.stderr.contains("connections.m3.ionapi_file: ")
+            && result.stderr.contains("nowhere.ionapi is not there"),
+        "{}",
+        result.stderr
+    );
+    assert!(result.stderr.contains("note"), "{}", result.stderr);
 }
 
 #[tokio::test]

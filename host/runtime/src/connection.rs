@@ -169,6 +169,12 @@ impl Connection {
         self.limiter = Some(Limiter::shared(limit, budget, key));
     }
 
+    /// The rate limit a call is waiting for now, and how much longer.
+    pub fn rate_limit_wait(&self) -> Option<(std::time::Duration, RateLimit)> {
+        let limiter = self.limiter.as_ref()?;
+        limiter.waiting().map(|left| (left, limiter.limit()))
+    }
+
     pub fn instances(&self) -> usize {
         self.instances.len()
     }

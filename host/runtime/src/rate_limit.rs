@@ -36,6 +36,26 @@ impl Default for RateLimit {
     }
 }
 
+impl std::fmt::Display for RateLimit {
+    /// `1,000 calls per 60 s`, as a progress line or a log names the policy.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let digits = self.requests.to_string();
+        let mut grouped = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) {
+                grouped.push(',');
+            }
+            grouped.push(c);
+        }
+        let window = self.window.as_secs_f64();
+        if window.fract() == 0.0 {
+            write!(f, "{grouped} calls per {window} s")
+        } else {
+            write!(f, "{grouped} calls per {window:.1} s")
+        }
+    }
+}
+
 /// Calls are counted when sent but arrive a little later and in a varying
 /// order; a small margin keeps two ends of a window apart at the gateway too.
 const SAFETY_MARGIN: Duration = Duration::from_millis(50);
@@ -87,6 +107,9 @@ pub(crate) struct Limiter {
     /// (BENCHMARKS.md, P1).
     sent: Mutex<VecDeque<Instant>>,
     shared: Option<Shared>,
+    /// Until when the latest caller waits, for progress displays; `None`
+    /// while no one waits. A plain mutex: held for a read or a write only.
+    waiting_until: Mutex<Option<Instant>>,
 }
 
 /// How many calls one round trip to a shared budget reserves: a tenth of
@@ -111,6 +134,7 @@ impl Limiter {
             },
             sent: Mutex::new(VecDeque::new()),
             shared: None,
+            waiting_until: Mutex::new(None),
         }
     }
 
@@ -128,6 +152,27 @@ impl Limiter {
             }),
             ..Limiter::new(limit)
         }
+    }
+
+    pub(crate) fn limit(&self) -> RateLimit {
+        self.limit
+    }
+
+    /// How much longer the current wait lasts, if a call is waiting.
+    pub(crate) fn waiting(&self) -> Option<std::time::Duration> {
+        let until = (*self
+            .waiting_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))?;
+        Some(until.saturating_duration_since(Instant::now()))
+    }
+
+    fn wait_until(&self, until: Instant) {
+        let mut waiting = self
+            .waiting_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *waiting = Some(waiting.map_or(until, |other| other.max(until)));
     }
 
     /// Waits until one more call fits the policy (and the shared budget,
@@ -197,6 +242,17 @@ impl Limiter {
 
     async fn acquire_local(&self) {
         while let Some(ready_at) = self.try_acquire(Instant::now()) {
+            let wait = ready_at.saturating_duration_since(Instant::now());
+            // A wait a person would notice is said, with the policy behind it.
+            if wait >= Duration::from_secs(1) {
+                tracing::info!(
+                    wait_secs = wait.as_secs(),
+                    "waiting {} s for the rate limit: {}",
+                    wait.as_secs_f64().ceil(),
+                    self.limit
+                );
+            }
+            self.wait_until(ready_at);
             tokio::time::sleep_until(ready_at).await;
         }
     }
@@ -229,6 +285,15 @@ impl Limiter {
         }
         if ready_at <= now {
             sent.push_back(now);
+            drop(sent);
+            // Another caller may still wait for a later time.
+            let mut waiting = self
+                .waiting_until
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if waiting.is_some_and(|until| until <= now) {
+                *waiting = None;
+            }
             return None;
         }
         Some(ready_at)
@@ -350,6 +415,40 @@ mod tests {
         }
         // 35 calls at 10 per (2 s + margin): the last waits three windows.
         assert!(times[34] >= Duration::from_secs(6), "{:?}", times[34]);
+    }
+
+    #[test]
+    fn the_policy_reads_as_a_person_writes_it() {
+        assert_eq!(RateLimit::default().to_string(), "1,000 calls per 60 s");
+        let odd = RateLimit {
+            requests: 1234567,
+            window: Duration::from_millis(1500),
+            smoothing: false,
+        };
+        assert_eq!(odd.to_string(), "1,234,567 calls per 1.5 s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_is_visible_while_it_lasts() {
+        let limiter = std::sync::Arc::new(Limiter::new(RateLimit {
+            requests: 1,
+            window: Duration::from_secs(10),
+            smoothing: false,
+        }));
+        limiter.acquire().await;
+        assert_eq!(limiter.waiting(), None);
+        let waiter = tokio::spawn({
+            let limiter = limiter.clone();
+            async move { limiter.acquire().await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let left = limiter.waiting().expect("a call is waiting");
+        assert!(
+            left > Duration::from_secs(8) && left <= Duration::from_secs(10),
+            "{left:?}"
+        );
+        waiter.await.unwrap();
+        assert_eq!(limiter.waiting(), None);
     }
 
     #[tokio::test(start_paused = true)]

@@ -510,7 +510,8 @@ pub(crate) async fn load_collection(
     Path(ido): Path<String>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-) -> Json<IdoResponse> {
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
     let has_config = headers
         .get(CONFIG_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -518,20 +519,28 @@ pub(crate) async fn load_collection(
     if !has_config {
         return Json(IdoResponse::failure(
             "The X-Infor-MongooseConfig header is required: it names the Mongoose configuration to use.",
-        ));
+        ))
+        .into_response();
+    }
+    // A collection the user declared is served from the fixtures.
+    if read(&state.fixtures).has_collection(&ido) {
+        let answer =
+            super::fixtures::ido_load(&read(&state.fixtures), &ido, query.as_deref().unwrap_or(""));
+        return Json(answer).into_response();
     }
     if !ido.eq_ignore_ascii_case(IDO_NAME) {
         return Json(IdoResponse::failure(format!(
             "IDO {} does not exist",
             clip(&ido, 40)
-        )));
+        )))
+        .into_response();
     }
     let request = Params::parse_case_insensitive(query.as_deref().unwrap_or("").as_bytes())
         .map_err(|e| format!("Malformed query string: {e}"))
         .and_then(|params| parse_request(&params));
     match request {
-        Ok(request) => Json(load(&read(&state.catalogue), &request)),
-        Err(message) => Json(IdoResponse::failure(message)),
+        Ok(request) => Json(load(&read(&state.catalogue), &request)).into_response(),
+        Err(message) => Json(IdoResponse::failure(message)).into_response(),
     }
 }
 

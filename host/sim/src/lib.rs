@@ -20,6 +20,7 @@ mod counters;
 mod credentials;
 mod datalake;
 mod faults;
+mod fixtures;
 mod gateway;
 mod ido;
 mod ion;
@@ -91,6 +92,10 @@ pub struct SimConfig {
     /// Delay every business answer by this many milliseconds
     #[arg(long, default_value_t = 0)]
     pub slow_ms: u64,
+    /// A folder of fixture files (*.toml) declaring your own M3 programs,
+    /// IDO collections and gateway paths (docs/PIPELINES.md, "Fixtures")
+    #[arg(long, value_name = "DIR")]
+    pub fixtures: Option<std::path::PathBuf>,
 }
 
 /// Document Management is a suite many integration apps are not granted, so
@@ -109,6 +114,7 @@ impl Default for SimConfig {
             quota_requests: None,
             quota_window_secs: 60,
             slow_ms: 0,
+            fixtures: None,
         }
     }
 }
@@ -150,11 +156,14 @@ pub(crate) struct SimState {
     logins: Mutex<login::LoginRegistry>,
     /// Fault: answer every business call with 401, however good the token.
     reject_tokens: std::sync::atomic::AtomicBool,
+    /// The user's programs, collections and paths (`--fixtures DIR`).
+    fixtures: RwLock<fixtures::Fixtures>,
 }
 
 impl SimState {
-    fn new(config: SimConfig, port: u16) -> SimState {
+    fn new(config: SimConfig, port: u16, fixtures: fixtures::Fixtures) -> SimState {
         SimState {
+            fixtures: RwLock::new(fixtures),
             tokens: Mutex::new(TokenRegistry::new(
                 config.token_ttl_secs,
                 config.issue_refresh_tokens,
@@ -277,8 +286,9 @@ fn router(state: Arc<SimState>) -> Router {
             get(compass::result),
         )
         // Any other product path: authenticated and scope-checked like the
-        // rest, then a 404, as the gateway answers for an API it does not route.
-        .route("/{suite}/{*rest}", any(gateway::not_found))
+        // rest, then a fixture's answer, or the 404 the gateway answers for
+        // an API it does not route.
+        .route("/{suite}/{*rest}", any(fixture_path))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             scopes::require_scope,
@@ -301,6 +311,25 @@ fn router(state: Arc<SimState>) -> Router {
             gateway::log_requests,
         ))
         .with_state(state)
+}
+
+/// A `[[paths]]` fixture's answer, or the gateway's 404.
+async fn fixture_path(
+    axum::extract::State(state): axum::extract::State<Arc<SimState>>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    let path = request.uri().path().trim_start_matches('/').to_owned();
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let answer = fixtures::path_answer(
+        &read(&state.fixtures),
+        request.method().as_str(),
+        &path,
+        &query,
+    );
+    match answer {
+        Some(response) => response,
+        None => gateway::not_found(request).await,
+    }
 }
 
 /// The `.ionapi` file in the key order Infor writes it.
@@ -344,11 +373,15 @@ impl Simulator {
     /// Binds 127.0.0.1:`port` and serves in a background task.
     pub async fn start(config: SimConfig) -> anyhow::Result<Simulator> {
         config.validate()?;
+        let fixtures = match &config.fixtures {
+            Some(dir) => fixtures::Fixtures::load_dir(dir)?,
+            None => fixtures::Fixtures::default(),
+        };
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, config.port))
             .await
             .with_context(|| format!("binding the simulator to 127.0.0.1:{}", config.port))?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(SimState::new(config, addr.port()));
+        let state = Arc::new(SimState::new(config, addr.port(), fixtures));
         let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -418,6 +451,11 @@ impl Simulator {
         }
         write_private(path, self.ionapi_json().as_bytes())
             .with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// One line per fixture served (`--fixtures`), for a person to check.
+    pub fn fixtures(&self) -> Vec<String> {
+        read(&self.state.fixtures).describe()
     }
 
     pub fn counters(&self) -> Counters {

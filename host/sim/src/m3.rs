@@ -617,6 +617,15 @@ pub(crate) async fn execute_get(
     Path((program, transaction)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Response {
+    // A program the user declared is served from the fixtures.
+    if program != PROGRAM && read(&state.fixtures).has_program(&program) {
+        return super::fixtures::m3_get(
+            &mut write(&state.fixtures),
+            &program,
+            &transaction,
+            query.as_deref().unwrap_or(""),
+        );
+    }
     let outcome = run_get(
         &state,
         &program,
@@ -692,6 +701,13 @@ pub(crate) async fn execute_bulk(
     if !is_json {
         let envelope = Envelope::terminated("Content-Type must be application/json".to_owned());
         return (StatusCode::UNSUPPORTED_MEDIA_TYPE, Json(envelope)).into_response();
+    }
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body)
+        && let Some(program) = value.get("program").and_then(|p| p.as_str())
+        && program != PROGRAM
+        && read(&state.fixtures).has_program(program)
+    {
+        return super::fixtures::m3_bulk(&mut write(&state.fixtures), &value);
     }
     let request: BulkRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,

@@ -36,15 +36,15 @@ impl ConnectionArgs {
 /// connection's grant while it lasts and at its end releases it: revoked
 /// only when `revoke_on_exit` asks for it and no other live process holds
 /// it (a bare `.ionapi` file keeps its grant for the next run).
-struct Diagnostic {
-    connection: Connection,
+pub(super) struct Diagnostic {
+    pub(super) connection: Connection,
     grants: Grants,
     _runtime: Runtime,
 }
 
 impl Diagnostic {
     /// Resolves and opens the connection and holds its grant; no network call happens yet.
-    async fn begin(args: &ConnectionArgs) -> anyhow::Result<Diagnostic> {
+    pub(super) async fn begin(args: &ConnectionArgs) -> anyhow::Result<Diagnostic> {
         let resolved = args.resolve()?;
         let (runtime, grants) = new_session().await?;
         let connection = runtime
@@ -67,7 +67,7 @@ impl Diagnostic {
         })
     }
 
-    async fn end(self) {
+    pub(super) async fn end(self) {
         let key = crate::grants::key(&self.connection);
         self.grants.release(key, Some(&self.connection)).await;
     }

@@ -1,16 +1,22 @@
 //! The `ionflow` command line.
 
+mod api;
 mod auth;
 mod connection;
 mod connector;
 mod demo;
+mod diagnostics;
 mod exit;
 mod inspect;
+mod jq;
+mod list;
 mod output;
 mod project;
+mod replay;
 mod run;
 mod schedule;
 mod sim;
+mod state;
 mod status;
 
 use std::collections::BTreeMap;
@@ -70,14 +76,46 @@ enum Command {
     #[command(after_help = "Example:\n  ionflow demo --out ./ionflow-demo")]
     Demo(demo::DemoArgs),
     /// Run a pipeline once
-    #[command(after_help = "Example:\n  INFOR_ENV=test ionflow run pipelines/m3-items.toml --json")]
+    #[command(
+        after_help = "Examples:\n  INFOR_ENV=test ionflow run pipelines/m3-items-to-csv.toml --json\n  ionflow run pipelines/csv-to-m3-items.toml --dry-run --limit 5\n  ionflow run pipelines/ido-items-to-jsonl.toml --full-refresh"
+    )]
     Run(run::RunArgs),
-    /// Check pipelines without calling any API: syntax, keys, jq filters, templates, connections
-    #[command(after_help = "Example:\n  ionflow validate pipelines/*.toml")]
+    /// Check pipelines without calling any API or needing credentials: syntax, keys, jq, templates
+    #[command(
+        after_help = "A .ionapi file is read (and checked, offline) only when it is there.\n\nExamples:\n  ionflow validate pipelines/\n  ionflow validate pipelines/m3-items-to-csv.toml --json"
+    )]
     Validate(run::ValidateArgs),
     /// Run the [[tests]] of pipelines offline: input records through the transforms and sink rendering
     #[command(after_help = "Example:\n  ionflow test pipelines/m3-items-to-csv.toml")]
     Test(run::TestArgs),
+    /// Show, set or reset the saved watermarks of a pipeline
+    #[command(
+        subcommand,
+        after_help = "Example:\n  ionflow state show pipelines/ido-items-to-jsonl.toml"
+    )]
+    State(state::StateCommand),
+    /// Run a jq filter over sample records, as a transform would
+    #[command(
+        after_help = "Examples:\n  ionflow jq 'select(.STAT == \"20\") | {item: .ITNO}' pipelines/data/m3-items-sample.jsonl\n  ionflow jq 'select(.STAT == \"20\")' --from pipelines/m3-items-to-csv.toml --limit 5"
+    )]
+    Jq(jq::JqArgs),
+    /// One authenticated gateway call, the answer printed as JSON
+    #[command(
+        after_help = "CONNECTION is a .ionapi file, env:NAME or PIPELINE.toml#NAME.\n\nExamples:\n  ionflow api GET M3/m3api-rest/v2/execute/MMS200MI/GetItmBasic --query ITNO=A1 secrets/dev.ionapi\n  ionflow api POST IONSERVICES/api/ion/messaging/service/v2/message --data @message.json secrets/dev.ionapi"
+    )]
+    Api(api::ApiArgs),
+    /// Send the records of a dead-letter file through the pipeline's sinks again
+    #[command(
+        after_help = "Records that succeed are removed from the file; the rest stay, with their new error.\n\nExample:\n  ionflow replay out/csv-to-m3-items.dead-letter.jsonl --pipeline pipelines/csv-to-m3-items.toml"
+    )]
+    Replay(replay::ReplayArgs),
+    /// List the source, transform and sink kinds, one line each, with their docs section
+    #[command(after_help = "Example:\n  ionflow list")]
+    List {
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the JSON Schema of the pipeline format, for editor completion
     #[command(after_help = "Example:\n  ionflow schema > pipeline.schema.json")]
     Schema,
@@ -90,15 +128,15 @@ enum Command {
     )]
     Completions(project::CompletionsArgs),
     /// Start the local ION API Gateway simulator and write its .ionapi file
-    #[command(after_help = "Example:\n  ionflow sim --port 8787 --ionapi-out sim.ionapi")]
+    #[command(after_help = SIM_HELP)]
     Sim(sim::SimArgs),
     /// Describe a connection's .ionapi file, secrets masked, and warn about risky settings
     #[command(
-        after_help = "CONNECTION is a .ionapi file, env:NAME or PIPELINE.toml#NAME.\n\nExamples:\n  ionflow inspect secrets/acme-test.ionapi\n  ionflow inspect pipelines/items.toml#m3 --var INFOR_ENV=test"
+        after_help = "CONNECTION is a .ionapi file, env:NAME or PIPELINE.toml#NAME.\n\nExamples:\n  ionflow inspect secrets/acme-test.ionapi\n  ionflow inspect pipelines/m3-items-to-csv.toml#m3 --var INFOR_ENV=test"
     )]
     Inspect(inspect::InspectArgs),
     /// Get a token for a connection and show its metadata (the token only with --show-token)
-    #[command(after_help = "Example:\n  ionflow token pipelines/items.toml#m3")]
+    #[command(after_help = "Example:\n  ionflow token pipelines/m3-items-to-csv.toml#m3")]
     Token(connection::TokenArgs),
     /// Show the user a connection authenticates as (ifsservice users/me)
     #[command(
@@ -120,7 +158,9 @@ enum Command {
     )]
     Status(status::StatusArgs),
     /// Print the next fire times of a pipeline's schedule, in its time zone and UTC
-    #[command(after_help = "Example:\n  ionflow schedule pipelines/m3-items.toml --count 5")]
+    #[command(
+        after_help = "Example:\n  ionflow schedule pipelines/ido-items-to-jsonl.toml --count 5"
+    )]
     Schedule(schedule::ScheduleArgs),
     /// Spend and rotate the stored refresh token now, so it never reaches the idle cut-off
     #[command(
@@ -137,6 +177,24 @@ enum Command {
     #[command(subcommand)]
     Connector(connector::ConnectorCommand),
 }
+
+/// What `ionflow sim --help` says it serves.
+const SIM_HELP: &str =
+    "Serves, under {iu}/{tenant}/, behind OAuth (all grants), scopes, quota and faults:
+  M3        MMS200MI: LstItmByItm, GetItmBasic, AddItmBasic; bulk POST M3/m3api-rest/v2/execute
+  IDO       SLItems: ido/load (filter, bookmarks), ido/update
+  ION       IONSERVICES/api/ion/messaging/service/v2/message
+  Data Lake IONSERVICES/datalakeapi/v1/payloads/list (the ION messages received)
+  Compass   DATAFABRIC/compass/v2/jobs (SQL over MITMAS)
+  IFS       ifsservice/usermgt/v2/users/me
+  Yours     --fixtures DIR: M3 programs, IDO collections and gateway paths from
+            TOML files (docs/PIPELINES.md, \"Fixtures\"; `ionflow init` writes one)
+Control (loopback, no token): /__sim/counters, /__sim/faults, /__sim/quota,
+/__sim/throttle, /__sim/expire-tokens, /__sim/revoke-tokens, /__sim/messages
+
+Examples:
+  ionflow sim --port 8787 --ionapi-out sim.ionapi
+  ionflow sim --fixtures fixtures/ --ionapi-out secrets/dev.ionapi";
 
 /// Parses the command line, runs the command and turns its outcome into an
 /// exit code that a scheduler can act on (see README, "Exit codes").
@@ -162,6 +220,11 @@ pub fn main() -> ExitCode {
             Command::Run(args) => run::run(args, cli.quiet).await,
             Command::Validate(args) => run::validate(args).await,
             Command::Test(args) => run::test(args, cli.quiet),
+            Command::State(command) => state::state(command).await,
+            Command::Jq(args) => jq::jq(args).await,
+            Command::Api(args) => api::api(args).await,
+            Command::Replay(args) => replay::replay(args).await,
+            Command::List { json } => list::list(json),
             Command::Schema => project::schema(),
             Command::Init(args) => project::init(args, cli.quiet),
             Command::Completions(args) => project::completions(args),
@@ -231,9 +294,18 @@ fn init_logging(cli: &Cli) {
     // IONFLOW_LOG says otherwise.
     let directives = std::env::var("IONFLOW_LOG").unwrap_or_else(|_| {
         if cli.verbose >= 3 {
-            "trace".into()
+            // Everything, but wasmtime's and cranelift's compiler internals
+            // (type registries, code generation), which are most of the
+            // lines and say nothing about a run.
+            "trace,wasmtime=info,wasmtime_environ=info,wasmtime_cranelift=info,\
+             wasmtime_internal_cranelift=info,wasmtime_internal_environ=info,\
+             cranelift=info,cranelift_codegen=info,cranelift_frontend=info,\
+             cranelift_wasm=info,cranelift_entity=info,regalloc2=info,\
+             wasmparser=info,wit_parser=info,wit_component=info,\
+             h2=info,hyper=info,hyper_util=info,rustls=info"
+                .into()
         } else {
-            format!("warn,ionflow={default}")
+            format!("warn,ionflow={default},ionflow_runtime={default}")
         }
     });
     // tokio-postgres logs every statement's parameters at debug level, and

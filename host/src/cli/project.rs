@@ -23,10 +23,11 @@ pub struct InitArgs {
     dir: PathBuf,
 }
 
-const EXAMPLE_PIPELINE: &str = r#"# M3 items to CSV. Run it with:
+const EXAMPLE_PIPELINE: &str = r#"#:schema ../pipeline.schema.json
+# M3 items to CSV. Run it with:
 #   INFOR_ENV=dev ionflow run pipelines/items.toml
-# Offline, against the simulator:
-#   ionflow sim --ionapi-out secrets/dev.ionapi    (in another terminal)
+# Offline, against the simulator (in another terminal, from the project folder):
+#   ionflow sim --fixtures fixtures/ --ionapi-out secrets/dev.ionapi
 name = "items"
 description = "Active M3 items (MMS200MI/LstItmByItm) to out/items.csv"
 
@@ -65,6 +66,68 @@ input = [
 output = [{ item = "A1", name = "Bolt", unit = "EA" }]
 "#;
 
+/// One example fixture: `ionflow sim --fixtures fixtures/` serves it, so a
+/// pipeline for a program the simulator does not know runs offline.
+const EXAMPLE_FIXTURE: &str = r#"# Fixtures for `ionflow sim --fixtures fixtures/`: your own M3 programs, IDO
+# collections and gateway paths, served behind the simulated gateway (tokens,
+# quota, faults) like the built-in MMS200MI. The format: docs/PIPELINES.md,
+# "Fixtures". This one is a small CRS610MI (customers).
+
+[[m3]]
+program = "CRS610MI"
+key = ["CUNO"]
+# Every add or change stamps LMDT with today's date (YYYYMMDD), as M3 does.
+stamp = { LMDT = "date" }
+records = [
+  { CUNO = "C0001", CUNM = "Acme Tools AB", STAT = "20", LMDT = "20260112" },
+  { CUNO = "C0002", CUNM = "Baltic Metal Oy", STAT = "20", LMDT = "20260203" },
+  { CUNO = "C0003", CUNM = "Contoso GmbH", STAT = "20", LMDT = "20260219" },
+  { CUNO = "C0004", CUNM = "Delta Parts Ltd", STAT = "90", LMDT = "20260305" },
+  { CUNO = "C0005", CUNM = "Euro Fasteners SA", STAT = "20", LMDT = "20260311" },
+]
+
+# A list starts at CUNO (paged by key); LMDT selects records changed after it.
+[[m3.transactions]]
+name = "LstByNumber"
+type = "list"
+inputs = { CUNO = "key", LMDT = "gt" }
+outputs = ["CUNO", "CUNM", "STAT", "LMDT"]
+
+[[m3.transactions]]
+name = "GetBasicData"
+type = "get"
+inputs = { CUNO = "key" }
+
+[[m3.transactions]]
+name = "ChgBasicData"
+type = "update"
+inputs = { CUNO = "key", CUNM = "set", STAT = "set" }
+
+[[m3.transactions]]
+name = "Add"
+type = "add"
+inputs = { CUNO = "key", CUNM = "set", STAT = "set" }
+
+# A refusal, answered like M3's own (errorMessage, errorField, errorCode).
+[[m3.errors]]
+transaction = "ChgBasicData"
+when = { CUNO = "C0004" }
+message = "Customer C0004 is blocked for changes"
+field = "CUNO"
+code = "WCU0102"
+"#;
+
+/// Taplo (and VS Code's Even Better TOML, which uses it) reads this: the
+/// pipelines get completion and checking from `ionflow schema`'s output.
+const TAPLO: &str = r#"# Editor support: Even Better TOML (VS Code) and taplo read this file.
+# Regenerate the schema after upgrading ionflow: ionflow schema > pipeline.schema.json
+[[rule]]
+include = ["pipelines/*.toml"]
+
+[rule.schema]
+path = "./pipeline.schema.json"
+"#;
+
 const GITIGNORE: &str = "# Credentials: one .ionapi file per environment, never committed.
 *.ionapi
 secrets/
@@ -76,18 +139,29 @@ out/
 
 const README: &str = "# Infor integration pipelines
 
-Pipelines for [ionflow](https://github.com/) live in `pipelines/`, one TOML
-file each. Credentials (`.ionapi` files, downloaded from Infor OS > API
+Pipelines for ionflow live in `pipelines/`, one TOML file each. Credentials (`.ionapi` files, downloaded from Infor OS > API
 Gateway > Authorized Apps) go in `secrets/`, one per environment
 (`secrets/dev.ionapi`, `secrets/test.ionapi`, `secrets/prod.ionapi`); git
 ignores them.
 
 ```sh
-ionflow validate pipelines/*.toml          # keys, jq, templates, connections; no API call
-ionflow test pipelines/*.toml              # the [[tests]] in each pipeline, offline
+ionflow validate pipelines/                # keys, jq, templates; no API call, no credentials needed
+ionflow test pipelines/                    # the [[tests]] in each pipeline, offline
 INFOR_ENV=test ionflow run pipelines/items.toml
-ionflow schema > pipeline.schema.json      # JSON Schema for editor completion
+ionflow schema > pipeline.schema.json      # refresh the JSON Schema after upgrading ionflow
 ```
+
+Offline, against the gateway simulator and the fixtures in `fixtures/`
+(your own M3 programs, IDO collections and paths):
+
+```sh
+ionflow sim --fixtures fixtures/ --ionapi-out secrets/dev.ionapi   # in another terminal
+ionflow run pipelines/items.toml
+```
+
+Editors: `pipeline.schema.json` is the format's JSON Schema and
+`.taplo.toml` points Even Better TOML (VS Code) and taplo at it, so keys
+complete and mistakes are underlined as you type.
 
 A run that saw failed records exits with code 4 and lists them, with their
 errors, in the dead-letter file.
@@ -102,8 +176,12 @@ pub fn init(args: InitArgs, quiet: bool) -> anyhow::Result<Exit> {
         ))
         .into());
     }
-    let files: [(&str, &str); 3] = [
+    let schema = serde_json::to_string_pretty(&schemars::schema_for!(PipelineConfig))? + "\n";
+    let files: [(&str, &str); 6] = [
         ("pipelines/items.toml", EXAMPLE_PIPELINE),
+        ("fixtures/crs610mi.toml", EXAMPLE_FIXTURE),
+        ("pipeline.schema.json", &schema),
+        (".taplo.toml", TAPLO),
         (".gitignore", GITIGNORE),
         ("README.md", README),
     ];
@@ -116,7 +194,7 @@ pub fn init(args: InitArgs, quiet: bool) -> anyhow::Result<Exit> {
             .into());
         }
     }
-    for sub in ["pipelines", "secrets", "out"] {
+    for sub in ["pipelines", "fixtures", "secrets", "out"] {
         create_dir(&dir.join(sub))?;
     }
     for (name, content) in files {
@@ -126,8 +204,12 @@ pub fn init(args: InitArgs, quiet: bool) -> anyhow::Result<Exit> {
     }
     if !quiet {
         outln!("created {}:", dir.display());
-        outln!("  pipelines/items.toml  an example pipeline (M3 items to CSV) with a test");
-        outln!("  .gitignore            keeps *.ionapi, secrets/ and .ionflow/ out of git");
+        outln!("  pipelines/items.toml    an example pipeline (M3 items to CSV) with a test");
+        outln!(
+            "  fixtures/crs610mi.toml  an example fixture for `ionflow sim --fixtures fixtures/`"
+        );
+        outln!("  pipeline.schema.json    the format's JSON Schema, and .taplo.toml for editors");
+        outln!("  .gitignore              keeps *.ionapi, secrets/ and .ionflow/ out of git");
         outln!("  README.md");
         outln!(
             "next: ionflow test {}",

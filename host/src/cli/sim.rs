@@ -22,6 +22,9 @@ pub async fn sim(args: SimArgs) -> anyhow::Result<Exit> {
     sim.write_ionapi(&args.ionapi_out)?;
     outln!("ION API Gateway simulator listening on {}", sim.base_url());
     outln!("credentials written to {}", args.ionapi_out.display());
+    for line in sim.fixtures() {
+        outln!("fixture: {line}");
+    }
     outln!(
         "counters: {}/__sim/counters; stop with Ctrl-C",
         sim.base_url()

@@ -26,14 +26,18 @@ impl Variables {
     }
 
     /// Expands `[vars]` in order of name; a variable may use the environment
-    /// but not another variable, so there is no order to get wrong.
+    /// but not another variable, so there is no order to get wrong. A
+    /// `--var NAME=VALUE` of the same name wins, taken as it is.
     pub fn with_pipeline_vars(
         mut self,
         raw: &BTreeMap<String, String>,
     ) -> Result<Self, (String, String)> {
         let mut vars = BTreeMap::new();
         for (name, value) in raw {
-            let value = self.expand(value).map_err(|e| (name.clone(), e))?;
+            let value = match self.overrides.get(name) {
+                Some(given) => given.clone(),
+                None => self.expand(value).map_err(|e| (name.clone(), e))?,
+            };
             vars.insert(name.clone(), value);
         }
         self.vars = vars;
@@ -51,6 +55,16 @@ impl Variables {
 
     pub fn state(&self) -> &BTreeMap<String, String> {
         &self.state
+    }
+
+    /// The `--var` values given on the command line.
+    pub fn overrides(&self) -> &BTreeMap<String, String> {
+        &self.overrides
+    }
+
+    /// `${env.NAME}`'s value: a `--var` of that name, else the environment.
+    pub fn env(&self, name: &str) -> Option<String> {
+        self.get(name)
     }
 
     fn get(&self, name: &str) -> Option<String> {
@@ -149,6 +163,23 @@ mod tests {
             "dev.ionapi"
         );
         assert_eq!(v.expand("cost $$5 and $x").unwrap(), "cost $5 and $x");
+    }
+
+    #[test]
+    fn a_var_override_sets_pipeline_vars_too() {
+        let raw = BTreeMap::from([
+            (
+                "company".to_string(),
+                "${env.IONFLOW_UNSET_Q:-100}".to_string(),
+            ),
+            ("other".to_string(), "x".to_string()),
+        ]);
+        let v = Variables::new([("company".to_string(), "555".to_string())].into())
+            .with_pipeline_vars(&raw)
+            .unwrap();
+        assert_eq!(v.vars()["company"], "555");
+        assert_eq!(v.vars()["other"], "x");
+        assert_eq!(v.expand("${var.company}").unwrap(), "555");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod checks;
 mod connection;
 pub mod interpolate;
 mod problems;
+pub mod spans;
 
 use std::collections::BTreeMap;
 
@@ -25,7 +26,7 @@ pub use connection::{
 };
 pub use interpolate::Variables;
 pub use problems::{
-    ConfigError, ConfigErrors, Probe, Problems, UsageError, parse_toml, value_position,
+    ConfigError, ConfigErrors, Probe, Problems, UsageError, line_col, parse_toml, value_position,
 };
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, serde::Serialize, JsonSchema)]
@@ -168,7 +169,7 @@ fn default_jq_timeout_ms() -> u64 {
 /// the deepest value that fits in it.
 pub const MAX_JQ_MEMORY_MB: u32 = 1024;
 
-fn default_jq_max_memory_mb() -> u32 {
+pub fn default_jq_max_memory_mb() -> u32 {
     256
 }
 
@@ -189,14 +190,31 @@ pub struct StateConfig {
     pub watermarks: BTreeMap<String, WatermarkConfig>,
 }
 
-/// The maximum of a source field over a run, saved when the run succeeds.
+/// The maximum of a field over a run, saved when the run succeeds.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WatermarkConfig {
-    /// Field of the source records (before transforms).
+    /// Field of the records `from` names: the source's (before transforms,
+    /// the default) or those the run wrote (after transforms).
     pub field: String,
     /// Value before the first successful run.
     pub initial: String,
+    /// `source` (default): the maximum over the records read; `output`: over
+    /// the records handed to the sinks, whatever the source, so a watermark
+    /// can follow a field a transform computed or kept.
+    #[serde(default)]
+    pub from: WatermarkFrom,
+}
+
+/// Which records a watermark follows.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WatermarkFrom {
+    /// The records the source read, before any transform.
+    #[default]
+    Source,
+    /// The records the transforms handed to the sinks.
+    Output,
 }
 
 /// Given input records, the transforms must produce `output`; sinks may be
@@ -221,6 +239,15 @@ pub struct ExpectedRequests {
     pub sink: usize,
     /// One rendered request per output record; only the keys given are compared.
     pub expect: Vec<Value>,
+}
+
+/// Every transform kind with its one-line description, as `ionflow list`
+/// prints it (one kind today; kept beside the enum it describes).
+pub fn transform_kinds() -> &'static [(&'static str, &'static str)] {
+    &[(
+        "jq",
+        "A jq filter run on each record; it may emit zero, one or many records.",
+    )]
 }
 
 impl TransformConfig {

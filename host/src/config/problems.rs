@@ -93,8 +93,19 @@ impl<'a> Problems<'a> {
         ));
     }
 
+    /// A problem at a byte offset of the file (inside a value).
+    pub fn add_at(&mut self, offset: usize, message: impl Into<String>) {
+        let position = Some(line_col(self.text, offset));
+        self.found
+            .push(ConfigError::at(self.file, position, message.into()));
+    }
+
     pub fn file(&self) -> &'a Path {
         self.file
+    }
+
+    pub fn text(&self) -> &'a str {
+        self.text
     }
 
     pub fn finish(mut self) -> Result<(), ConfigErrors> {
@@ -263,7 +274,7 @@ pub fn value_position(text: &str, key: &str, offset_in_value: usize) -> Option<(
     None
 }
 
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;

@@ -113,7 +113,26 @@ pub async fn send(
         stats
             .http_calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let sent = std::time::Instant::now();
         let outcome = builder.send().await;
+        // One line per call at debug level, without query, headers or body.
+        let host = reqwest::Url::parse(&request.url)
+            .ok()
+            .map(|u| format!("{}{}", u.host_str().unwrap_or_default(), u.path()))
+            .unwrap_or_default();
+        match &outcome {
+            Ok(response) => tracing::debug!(
+                "{} {host} -> {} in {} ms",
+                request.method,
+                response.status().as_u16(),
+                sent.elapsed().as_millis()
+            ),
+            Err(_) => tracing::debug!(
+                "{} {host} -> failed in {} ms",
+                request.method,
+                sent.elapsed().as_millis()
+            ),
+        }
         let (may_repeat, retry_after, failure, why) = match outcome {
             Ok(response) => {
                 let status = response.status().as_u16();

@@ -6,10 +6,13 @@
 //! templates) and reports every problem at once; running it needs nothing
 //! more than the environment.
 
+mod checks;
 mod dead_letter;
 mod definition;
+mod dry_run;
 mod extract;
 mod http;
+mod replay;
 mod retry;
 pub mod run_lock;
 mod sinks;
@@ -25,22 +28,25 @@ mod values;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 
 pub use crate::config::{ConfigError, ConfigErrors, UsageError, Variables};
 pub use definition::PipelineConfig;
+pub use replay::ReplaySummary;
 pub use retry::{CallError, Unavailable};
 pub use sinks::SinkConfig;
 pub use sources::SourceConfig;
+pub use state::WatermarkView;
 pub use summary::{Summary, recorded_state};
-pub use transform::{JqFilter, JqLimits};
+pub use transform::{JqFilter, JqGlobals, JqLimits};
 
-use crate::config::{MAX_CONCURRENCY, MAX_JQ_MEMORY_MB, Problems, TransformConfig};
+use crate::config::spans::Spans;
+use crate::config::{MAX_CONCURRENCY, MAX_JQ_MEMORY_MB, Problems, TransformConfig, WatermarkFrom};
 use crate::credentials::{self, ResolvedConnection};
 use crate::grants::Grants;
 use crate::schedule::Schedule;
@@ -92,9 +98,26 @@ pub struct Pipeline {
     sinks: Vec<Box<dyn SinkPlan>>,
     templates: Arc<Templates>,
     vars: Variables,
+    /// The environment variables the jq filters read as `$env.NAME`.
+    env_names: Vec<String>,
     /// A store shared by several workers keeps the watermarks instead of
     /// the state file, under the pipeline's name.
     shared_state: Option<Arc<dyn crate::store::Storage>>,
+}
+
+/// How one run differs from a plain scheduled one.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// A progress line on the terminal.
+    pub show_progress: bool,
+    /// Start every watermark at its `initial` value and save none: the saved
+    /// ones stay as they were for the next ordinary run.
+    pub full_refresh: bool,
+    /// Stop reading after this many source records.
+    pub limit: Option<u64>,
+    /// Read for real, print what each sink would write or send, send and
+    /// write nothing (no dead letter, no state).
+    pub dry_run: bool,
 }
 
 /// A transform step that failed a record.
@@ -117,7 +140,10 @@ impl Pipeline {
         base_dir: &Path,
         vars: Variables,
     ) -> Result<Pipeline, ConfigErrors> {
-        let config = PipelineConfig::parse(text, file)?;
+        let config = match PipelineConfig::parse(text, file) {
+            Ok(config) => config,
+            Err(first) => return Err(Self::every_problem(text, file, base_dir, &vars, first)),
+        };
         let mut problems = Problems::new(file, text);
         config.check(&mut problems);
 
@@ -128,9 +154,13 @@ impl Pipeline {
                 Variables::default()
             }
         };
-        check_references(text, &config, &mut problems);
+        let spans = Spans::parse(text);
+        let literal = checks::literal_ranges(&spans, &config);
+        check_references(text, &config, &literal, &mut problems);
+        checks::check_literal_interpolation(text, &spans, &config, &mut problems);
 
         let mut transforms = Vec::new();
+        let mut env_names = Vec::new();
         for (i, t) in config.transforms.iter().enumerate() {
             let TransformConfig::Jq(jq) = t;
             if !(1..=MAX_JQ_MEMORY_MB).contains(&jq.max_memory_mb) {
@@ -140,6 +170,7 @@ impl Pipeline {
                     format!("must be between 1 and {MAX_JQ_MEMORY_MB} (MiB per record)"),
                 );
             }
+            env_names.extend(transform::env_names(&jq.filter));
             match JqFilter::compile(&jq.filter) {
                 Ok(filter) => transforms.push(Transform {
                     filter,
@@ -156,6 +187,8 @@ impl Pipeline {
         {
             problems.add("source", Some("records_jq"), e);
         }
+        env_names.sort();
+        env_names.dedup();
 
         let mut templates = Templates::default();
         let mut sinks = Vec::new();
@@ -177,6 +210,14 @@ impl Pipeline {
                     format!("template does not compile: {detail}"),
                 );
             }
+        }
+        let watermarks: Vec<String> = config
+            .state
+            .as_ref()
+            .map(|s| s.watermarks.keys().cloned().collect())
+            .unwrap_or_default();
+        for undefined in templates.undefined_names(&config.vars, &watermarks) {
+            checks::report_undefined(text, &spans, &undefined, &config, &mut problems);
         }
         let schedule = config.schedule.as_ref().and_then(|expression| {
             Schedule::parse(expression, config.timezone.as_deref())
@@ -211,8 +252,130 @@ impl Pipeline {
             sinks,
             templates: Arc::new(templates),
             vars,
+            env_names,
             shared_state: None,
         })
+    }
+
+    /// The first `limit` records of the source, as a run would read them
+    /// (with its saved watermarks), and the jq variables a run would have:
+    /// `ionflow jq --from`.
+    pub async fn sample(
+        &self,
+        runtime: &Runtime,
+        grants: &Grants,
+        limit: u64,
+    ) -> anyhow::Result<(Vec<Value>, JqGlobals)> {
+        let connections = self.open_connections(runtime).await?;
+        let held = self.hold_grants(grants, &connections, false).await?;
+        let state = match &self.config.state {
+            Some(_) => self.stored_watermarks().await?.values(),
+            None => BTreeMap::new(),
+        };
+        let vars = self.vars.clone().with_state(state);
+        let globals = self.jq_globals(&vars, &RunOptions::default());
+        let http = http::HttpClient::new(runtime.limits().response_bytes)?;
+        let read = async {
+            let mut source = self.config.source.spec().open(SourceContext {
+                connections: &connections,
+                vars: &vars,
+                base_dir: &self.base_dir,
+                http: &http,
+                stats: Arc::new(RunStats::default()),
+            })?;
+            let mut records = Vec::new();
+            while (records.len() as u64) < limit
+                && let Some(page) = source.next_page().await?
+            {
+                records.extend(page);
+            }
+            records.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            anyhow::Ok(records)
+        };
+        let records = read.await;
+        self.release_grants(grants, &held, &connections).await;
+        Ok((records?, globals))
+    }
+
+    /// The variables the pipeline was loaded with (`--var`, `[vars]`).
+    pub fn variables(&self) -> &Variables {
+        &self.vars
+    }
+
+    /// `$state`, `$vars`, `$env` and `$run` for the jq filters of one run.
+    fn jq_globals(&self, vars: &Variables, options: &RunOptions) -> JqGlobals {
+        let strings = |map: &BTreeMap<String, String>| {
+            Value::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect(),
+            )
+        };
+        let env = Value::Object(
+            self.env_names
+                .iter()
+                .filter_map(|name| Some((name.clone(), Value::String(vars.env(name)?))))
+                .collect(),
+        );
+        let run = serde_json::json!({
+            "started_at": summary::now_rfc3339(),
+            "pipeline": self.name,
+            "full_refresh": options.full_refresh,
+            "dry_run": options.dry_run,
+        });
+        JqGlobals::new(&strings(vars.state()), &strings(vars.vars()), &env, &run)
+    }
+
+    /// The file does not parse: the parser stops at its first problem, so
+    /// each offending `key = value` line is blanked out (offsets stay true)
+    /// and the file parsed again, up to a bound, to report the others too,
+    /// and the checks run on what then parses.
+    fn every_problem(
+        text: &str,
+        file: &Path,
+        base_dir: &Path,
+        vars: &Variables,
+        first: ConfigError,
+    ) -> ConfigErrors {
+        const MAX_PARSE_PROBLEMS: usize = 20;
+        let mut errors = vec![first];
+        let mut copy = text.to_owned();
+        while errors.len() < MAX_PARSE_PROBLEMS {
+            let Some((line, _)) = errors.last().and_then(|e| e.position) else {
+                break;
+            };
+            let start: usize = copy
+                .split_inclusive('\n')
+                .take(line.saturating_sub(1))
+                .map(str::len)
+                .sum();
+            if start >= copy.len() {
+                break;
+            }
+            let end = copy[start..].find('\n').map_or(copy.len(), |i| start + i);
+            let line_text = &copy[start..end];
+            // Only a whole `key = value` line can go without breaking the rest.
+            if !line_text.contains('=') || toml::from_str::<toml::Table>(line_text).is_err() {
+                break;
+            }
+            let blank = " ".repeat(line_text.len());
+            copy.replace_range(start..end, &blank);
+            match PipelineConfig::parse(&copy, file) {
+                Ok(_) => {
+                    if let Err(more) = Self::from_text(&copy, file, base_dir, vars.clone()) {
+                        errors.extend(more.0);
+                    }
+                    break;
+                }
+                // A key blanked out may leave a required one missing: that
+                // is not a mistake of the file.
+                Err(next) if next.message.starts_with("missing field") => break,
+                Err(next) if errors.iter().any(|e| e.position == next.position) => break,
+                Err(next) => errors.push(next),
+            }
+        }
+        errors.sort_by_key(|e| e.position.unwrap_or((usize::MAX, 0)));
+        ConfigErrors(errors)
     }
 
     /// Keeps the watermarks in `storage` when it is shared by several
@@ -228,46 +391,104 @@ impl Pipeline {
         runtime: &Runtime,
     ) -> anyhow::Result<BTreeMap<String, Arc<Connection>>> {
         let mut open = BTreeMap::new();
-        for (name, conn) in &self.config.connections {
-            let resolved = self.connection(name)?;
-            let connector = match &conn.connector {
-                Some(raw) => {
-                    let path = self.base_dir.join(self.vars.expand(raw).map_err(|e| {
-                        ConfigError::new(&self.file, format!("connections.{name}.connector: {e}"))
-                    })?);
-                    runtime.load_connector_file(&path).with_context(|| {
-                        format!("{}: connections.{name}.connector", self.file.display())
-                    })?
-                }
-                None => runtime.default_connector().clone(),
-            };
-            let mut connection = runtime
-                .open_with(
-                    &connector,
-                    name,
-                    resolved.ionapi_json.expose(),
-                    resolved.options,
-                    self.instances_for(name),
-                )
-                .await
-                .with_context(|| format!("connection `{name}` ({})", resolved.source))?;
-            let limit = match conn.rate_limit {
-                Some(limit) => RateLimit {
-                    requests: limit.requests,
-                    window: Duration::from_secs(limit.window_secs.into()),
-                    smoothing: limit.smoothing,
-                },
-                None => RateLimit::default(),
-            };
-            // Workers on one shared store draw from one budget per
-            // connection: the gateway's quota is the tenant's, not a process's.
-            match self.shared_state.as_ref().and_then(|s| s.rate_budget()) {
-                Some(budget) => connection.set_shared_rate_limit(limit, budget),
-                None => connection.set_rate_limit(limit),
-            }
-            open.insert(name.clone(), Arc::new(connection));
+        for name in self.config.connections.keys() {
+            open.insert(name.clone(), self.open_connection(runtime, name).await?);
         }
         Ok(open)
+    }
+
+    /// Reads `[connections.NAME]`'s `.ionapi` JSON and opens it in the
+    /// sandbox, which checks the file; no network call happens here.
+    pub async fn open_connection(
+        &self,
+        runtime: &Runtime,
+        name: &str,
+    ) -> anyhow::Result<Arc<Connection>> {
+        let conn = self.config.connections.get(name).ok_or_else(|| {
+            ConfigError::new(&self.file, format!("defines no connection `{name}`"))
+        })?;
+        let resolved = self.connection(name)?;
+        let connector = match &conn.connector {
+            Some(raw) => {
+                let path = self.base_dir.join(self.vars.expand(raw).map_err(|e| {
+                    ConfigError::new(&self.file, format!("connections.{name}.connector: {e}"))
+                })?);
+                runtime.load_connector_file(&path).with_context(|| {
+                    format!("{}: connections.{name}.connector", self.file.display())
+                })?
+            }
+            None => runtime.default_connector().clone(),
+        };
+        let mut connection = runtime
+            .open_with(
+                &connector,
+                name,
+                resolved.ionapi_json.expose(),
+                resolved.options,
+                self.instances_for(name),
+            )
+            .await
+            .with_context(|| format!("connection `{name}` ({})", resolved.source))?;
+        let limit = match conn.rate_limit {
+            Some(limit) => RateLimit {
+                requests: limit.requests,
+                window: Duration::from_secs(limit.window_secs.into()),
+                smoothing: limit.smoothing,
+            },
+            None => RateLimit::default(),
+        };
+        // Workers on one shared store draw from one budget per connection:
+        // the gateway's quota is the tenant's, not a process's.
+        match self.shared_state.as_ref().and_then(|s| s.rate_budget()) {
+            Some(budget) => connection.set_shared_rate_limit(limit, budget),
+            None => connection.set_rate_limit(limit),
+        }
+        Ok(Arc::new(connection))
+    }
+
+    /// Where `[connections.NAME]`'s credentials would come from, when they
+    /// are not there: `validate` checks a pipeline without them.
+    pub fn missing_credentials(&self, name: &str) -> Result<Option<String>, ConfigError> {
+        let Some(conn) = self.config.connections.get(name) else {
+            return Ok(None);
+        };
+        let key = format!("connections.{name}");
+        if let Some(var) = &conn.ionapi_env
+            && std::env::var_os(var).is_none()
+        {
+            return Ok(Some(format!(
+                "{key}.ionapi_env: {var} is not set here; checked without the credentials (a run needs them)"
+            )));
+        }
+        if let Some(raw) = &conn.ionapi_file {
+            let expanded = self
+                .vars
+                .expand(raw)
+                .map_err(|e| ConfigError::new(&self.file, format!("{key}.ionapi_file: {e}")))?;
+            let path = self.base_dir.join(expanded);
+            if !path.exists() {
+                return Ok(Some(format!(
+                    "{key}.ionapi_file: {} is not there; checked without the credentials (a run needs them)",
+                    path.display()
+                )));
+            }
+        }
+        if let Some(var) = &conn.saml_assertion_env
+            && std::env::var_os(var).is_none()
+        {
+            return Ok(Some(format!(
+                "{key}.saml_assertion_env: {var} is not set here; checked without the assertion"
+            )));
+        }
+        if let Some(raw) = &conn.saml_assertion_file
+            && let Ok(expanded) = self.vars.expand(raw)
+            && !self.base_dir.join(&expanded).exists()
+        {
+            return Ok(Some(format!(
+                "{key}.saml_assertion_file: {expanded} is not there; checked without the assertion"
+            )));
+        }
+        Ok(None)
     }
 
     /// One connector instance per request a sink of this connection may
@@ -296,7 +517,7 @@ impl Pipeline {
         credentials::from_pipeline(name, config, &self.file, &self.base_dir, &self.vars)
     }
 
-    fn state_path(&self) -> Option<PathBuf> {
+    pub fn state_path(&self) -> Option<PathBuf> {
         let state = self.config.state.as_ref()?;
         Some(match &state.path {
             Some(p) => self.base_dir.join(p),
@@ -334,11 +555,15 @@ impl Pipeline {
 
     /// Runs a record through every transform: zero, one or many records out
     /// (`ionflow test`; a run transforms whole pages, see `stage`).
-    fn transform(&self, record: &Value) -> Result<Vec<Value>, TransformFailure> {
+    fn transform(
+        &self,
+        record: &Value,
+        globals: &JqGlobals,
+    ) -> Result<Vec<Value>, TransformFailure> {
         if self.transforms.is_empty() {
             return Ok(vec![record.clone()]);
         }
-        match stage::run_one(&self.transforms, record.clone()) {
+        match stage::run_one(&self.transforms, record.clone(), globals) {
             stage::Outcome::Records(outputs) => Ok(outputs),
             stage::Outcome::Failed { stage, error } => Err(TransformFailure { stage, error }),
             stage::Outcome::Text { .. } | stage::Outcome::BadLine(_) => Err(TransformFailure {
@@ -357,6 +582,7 @@ impl Pipeline {
         outcome: &mut Outcome,
         summary: &mut Summary,
         dead_letter: &mut Option<DeadLetter>,
+        watermarks: &mut Option<Watermarks>,
     ) -> anyhow::Result<()> {
         // A line that is not JSON stops the run before any record of its
         // page is written, as when pages were parsed as they were read.
@@ -377,6 +603,9 @@ impl Pipeline {
                 stage::Outcome::Records(outputs) => {
                     for output in outputs {
                         summary.records_out += 1;
+                        if let Some(w) = watermarks.as_mut() {
+                            w.observe(WatermarkFrom::Output, output);
+                        }
                         for (s, sink) in sinks.iter_mut().enumerate() {
                             sink.write(output, outcome).await?;
                             drain(outcome, summary, dead_letter, &self.name, s)?;
@@ -441,11 +670,29 @@ impl Pipeline {
         show_progress: bool,
         stop: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<Summary> {
+        let options = RunOptions {
+            show_progress,
+            ..RunOptions::default()
+        };
+        self.run_with_options(runtime, grants, session, &options, stop)
+            .await
+    }
+
+    /// Like `run_until`, with the options of `ionflow run`.
+    pub async fn run_with_options(
+        &self,
+        runtime: &Runtime,
+        grants: &Grants,
+        session: Session,
+        options: &RunOptions,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<Summary> {
         let connections = self.open_connections(runtime).await?;
         let held = match session {
             Session::Once => self.hold_grants(grants, &connections, false).await?,
             Session::Served => Vec::new(),
         };
+        let progress = Progress::new(options.show_progress, &self.name, &connections);
         // A guest call cancelled midway leaves its instance unusable, so a
         // signal first raises a flag and the run stops at the next page
         // boundary. A page that does not end within STOP_GRACE (a call
@@ -454,12 +701,18 @@ impl Pipeline {
         const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
         let stopping = std::sync::atomic::AtomicBool::new(false);
         let max_response_bytes = runtime.limits().response_bytes;
-        let run = self.run_with(&connections, max_response_bytes, show_progress, &stopping);
+        let run = self.run_with(&connections, max_response_bytes, options, &progress, &stopping);
         tokio::pin!(run, stop);
         let outcome = tokio::select! {
             outcome = &mut run => outcome,
             () = &mut stop => {
                 stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+                // Said at once, so a person knows why nothing ends yet.
+                progress.say(&format!(
+                    "stopping: {}; the run ends at the next page boundary (at most {} s)",
+                    progress.waiting_for(),
+                    STOP_GRACE.as_secs()
+                ));
                 match tokio::time::timeout(STOP_GRACE, &mut run).await {
                     Ok(outcome) => outcome,
                     Err(_) => {
@@ -474,6 +727,7 @@ impl Pipeline {
                 }
             }
         };
+        progress.finish();
         self.release_grants(grants, &held, &connections).await;
         let mut summary = outcome?;
         for connection in connections.values() {
@@ -533,7 +787,8 @@ impl Pipeline {
         &self,
         connections: &BTreeMap<String, Arc<Connection>>,
         max_response_bytes: u64,
-        show_progress: bool,
+        options: &RunOptions,
+        progress: &Progress,
         stopping: &std::sync::atomic::AtomicBool,
     ) -> anyhow::Result<Summary> {
         let started = Instant::now();
@@ -542,6 +797,10 @@ impl Pipeline {
 
         let state_path = self.state_path();
         let mut watermarks = match (&state_path, &self.config.state, &self.shared_state) {
+            // Saved values are ignored and nothing is saved over them.
+            (Some(_), Some(state), _) if options.full_refresh => {
+                Some(Watermarks::initial(&state.watermarks))
+            }
             (Some(_), Some(state), Some(storage)) => {
                 let saved = storage.load_state(&self.name).await?;
                 let origin = PathBuf::from(format!("{}#{}", storage.describe(), self.name));
@@ -562,6 +821,7 @@ impl Pipeline {
         );
         let (scope, plans) = self.prepare_sinks(&vars)?;
         let scope = Arc::new(scope);
+        let globals = self.jq_globals(&vars, options);
 
         let mut source = self.config.source.spec().open(SourceContext {
             connections,
@@ -571,9 +831,17 @@ impl Pipeline {
             stats: stats.clone(),
         })?;
         let mut sinks: Vec<Box<dyn SinkWriter>> = plans
-            .iter()
+            .into_iter()
             .enumerate()
             .map(|(index, plan)| {
+                if options.dry_run {
+                    return Ok(dry_run::DryRun::writer(
+                        index,
+                        self.config.sinks[index].kind_name(),
+                        plan,
+                        scope.clone(),
+                    ));
+                }
                 plan.open(&SinkContext {
                     index,
                     connections,
@@ -589,6 +857,7 @@ impl Pipeline {
             .config
             .dead_letter
             .as_ref()
+            .filter(|_| !options.dry_run)
             .map(|d| -> anyhow::Result<DeadLetter> {
                 let path = vars
                     .expand(&d.path)
@@ -596,37 +865,49 @@ impl Pipeline {
                 Ok(DeadLetter::new(&self.base_dir.join(path), &self.name))
             })
             .transpose()?;
-        let mut progress = Progress::new(show_progress, &self.name);
         let mut summary = Summary {
             pipeline: self.name.clone(),
             ..Summary::default()
         };
         let mut outcome = Outcome::default();
+        let mut remaining = options.limit;
 
+        // Output watermarks read the records as they leave the transforms.
+        let outputs_observed = watermarks.as_ref().is_some_and(Watermarks::reads_outputs);
         let stage = (!self.transforms.is_empty()).then(|| {
-            let text = sinks.iter().all(|s| s.takes_json_lines());
-            Stage::new(self.transforms.clone(), text)
+            let text = !outputs_observed && sinks.iter().all(|s| s.takes_json_lines());
+            Stage::new(self.transforms.clone(), text, globals.clone())
         });
         // JSON Lines go to the workers as text when nothing on this thread
-        // needs the records first: transforms to run, no watermarks.
-        let mut text_pages = stage.is_some() && watermarks.is_none();
+        // needs the records first: transforms to run, no watermarks, no
+        // record limit to cut a page at.
+        let mut text_pages = stage.is_some() && watermarks.is_none() && remaining.is_none();
         // The page the workers transform while this thread writes the one before.
         let mut pending: Option<stage::Pending> = None;
         loop {
-            let page = match text_pages.then(|| source.next_text_page()).flatten() {
-                Some(page) => page?.map(Page::Lines),
-                None => {
-                    text_pages = false;
-                    source.next_page().await?.map(Page::Records)
+            let page = if remaining == Some(0) {
+                None
+            } else {
+                match text_pages.then(|| source.next_text_page()).flatten() {
+                    Some(page) => page?.map(Page::Lines),
+                    None => {
+                        text_pages = false;
+                        source.next_page().await?.map(Page::Records)
+                    }
                 }
             };
             let exhausted = page.is_none();
             let ready = match page {
-                Some(page) => {
+                Some(mut page) => {
+                    progress.page();
+                    if let (Some(left), Page::Records(records)) = (&mut remaining, &mut page) {
+                        records.truncate(usize::try_from(*left).unwrap_or(usize::MAX));
+                        *left -= records.len() as u64;
+                    }
                     summary.records_in += page.len() as u64;
                     if let (Some(w), Page::Records(records)) = (&mut watermarks, &page) {
                         for record in records {
-                            w.observe(record);
+                            w.observe(WatermarkFrom::Source, record);
                         }
                     }
                     match (&stage, page) {
@@ -649,6 +930,7 @@ impl Pipeline {
                     &mut outcome,
                     &mut summary,
                     &mut dead_letter,
+                    &mut watermarks,
                 )
                 .await?;
                 progress.update(&summary);
@@ -660,7 +942,6 @@ impl Pipeline {
                     sink.settle(&mut outcome).await?;
                     drain(&mut outcome, &mut summary, &mut dead_letter, &self.name, i)?;
                 }
-                progress.finish();
                 return Err(Interrupted.into());
             }
             if exhausted && pending.is_none() {
@@ -678,7 +959,6 @@ impl Pipeline {
                 summary.outputs.push(path);
             }
         }
-        progress.finish();
         if let Some(dl) = dead_letter {
             summary.records_dead_lettered = dl.written as u64;
             if dl.written > 0 {
@@ -689,6 +969,8 @@ impl Pipeline {
         // A failed record must be read again next run, so the watermark
         // only moves when every record went through.
         if summary.records_failed == 0
+            && !options.full_refresh
+            && !options.dry_run
             && let Some(w) = &watermarks
         {
             match (&self.shared_state, &state_path) {
@@ -710,12 +992,52 @@ impl Pipeline {
                 (None, None) => {}
             }
         }
+        if options.full_refresh && watermarks.is_some() {
+            summary
+                .notes
+                .push("full refresh: the saved watermarks were not used and are unchanged".into());
+        }
+        if options.dry_run {
+            summary
+                .notes
+                .push("dry run: nothing was sent or written, no state saved".into());
+        }
         summary.api_calls += stats.http_calls.load(Ordering::Relaxed);
         summary.retries = stats.retries.load(Ordering::Relaxed);
         summary.records_retried = outcome.records_retried;
         summary.duration_ms = started.elapsed().as_millis() as u64;
         Ok(summary)
     }
+}
+
+/// Every source kind and its one-line description (`ionflow list`).
+pub fn source_kinds() -> &'static [(&'static str, &'static str)] {
+    sources::kinds()
+}
+
+/// Every sink kind and its one-line description (`ionflow list`).
+pub fn sink_kinds() -> &'static [(&'static str, &'static str)] {
+    sinks::kinds()
+}
+
+/// Every transform kind and its one-line description (`ionflow list`).
+pub fn transform_kinds() -> &'static [(&'static str, &'static str)] {
+    crate::config::transform_kinds()
+}
+
+/// The names a jq filter reads as `$env.NAME`.
+pub fn jq_env_names(code: &str) -> Vec<String> {
+    transform::env_names(code)
+}
+
+/// UTC now, as `$run.started_at` gives it.
+pub fn now_rfc3339() -> String {
+    summary::now_rfc3339()
+}
+
+/// Whether a jq filter in `text` reads `$env.NAME`.
+pub fn uses_jq_env(text: &str, name: &str) -> bool {
+    transform::env_names(text).iter().any(|n| n == name)
 }
 
 /// Moves the records a sink refused into the summary and the dead letter.
@@ -755,7 +1077,12 @@ fn fail(
 
 /// `${var.X}` and `${state.X}` must name a declared variable or watermark;
 /// checked on the text so the error points at the line.
-fn check_references(text: &str, config: &PipelineConfig, problems: &mut Problems<'_>) {
+fn check_references(
+    text: &str,
+    config: &PipelineConfig,
+    literal: &[std::ops::Range<usize>],
+    problems: &mut Problems<'_>,
+) {
     let watermarks: Vec<&String> = config
         .state
         .as_ref()
@@ -773,7 +1100,8 @@ fn check_references(text: &str, config: &PipelineConfig, problems: &mut Problems
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                 .collect();
-            if !known.iter().any(|k| **k == name) {
+            let in_literal = literal.iter().any(|r| r.contains(&start));
+            if !in_literal && !known.iter().any(|k| **k == name) {
                 let line = text[..start].matches('\n').count() + 1;
                 let col = text[..start]
                     .rsplit('\n')
@@ -792,49 +1120,153 @@ fn check_references(text: &str, config: &PipelineConfig, problems: &mut Problems
     }
 }
 
-/// A spinner on a terminal once a run has taken a second, so that short
-/// runs print nothing but their summary; never when output is piped.
+/// A progress line on a terminal once a run has taken a second, so that
+/// short runs print nothing but their summary; never when output is piped.
+/// It is redrawn four times a second from counters, so a run blocked in a
+/// call (the rate limiter, a slow gateway) still says what it waits for.
 struct Progress {
-    bar: Option<ProgressBar>,
     show: bool,
-    name: String,
-    started: Instant,
+    bar: ProgressBar,
+    counters: Arc<ProgressCounters>,
+    connections: Vec<(String, Arc<Connection>)>,
+    ticker: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct ProgressCounters {
+    records_in: AtomicU64,
+    records_out: AtomicU64,
+    records_failed: AtomicU64,
+    pages: AtomicU64,
 }
 
 const PROGRESS_AFTER: Duration = Duration::from_secs(1);
 
 impl Progress {
-    fn new(show: bool, name: &str) -> Self {
-        Progress {
-            bar: None,
+    fn new(show: bool, name: &str, connections: &BTreeMap<String, Arc<Connection>>) -> Self {
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {prefix} {msg} [{elapsed}]")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.set_prefix(name.to_owned());
+        let progress = Progress {
             show,
-            name: name.to_owned(),
-            started: Instant::now(),
+            bar,
+            counters: Arc::new(ProgressCounters::default()),
+            connections: connections
+                .iter()
+                .map(|(n, c)| (n.clone(), c.clone()))
+                .collect(),
+            ticker: std::sync::Mutex::new(None),
+        };
+        if show && tokio::runtime::Handle::try_current().is_ok() {
+            let ticker = tokio::spawn(progress.tick());
+            *progress
+                .ticker
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(ticker);
+        }
+        progress
+    }
+
+    /// Redraws the line from the counters until the run ends.
+    fn tick(&self) -> impl std::future::Future<Output = ()> + use<> {
+        let bar = self.bar.clone();
+        let counters = self.counters.clone();
+        let connections = self.connections.clone();
+        async move {
+            let started = Instant::now();
+            let mut last = (Instant::now(), 0u64);
+            let mut rate = 0.0;
+            let mut visible = false;
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                if !visible && started.elapsed() >= PROGRESS_AFTER {
+                    bar.set_draw_target(ProgressDrawTarget::stderr());
+                    bar.enable_steady_tick(Duration::from_millis(120));
+                    visible = true;
+                }
+                let calls: u64 = connections.iter().map(|(_, c)| c.stats().requests()).sum();
+                let elapsed = last.0.elapsed().as_secs_f64();
+                if elapsed >= 1.0 {
+                    rate = calls.saturating_sub(last.1) as f64 / elapsed;
+                    last = (Instant::now(), calls);
+                }
+                let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+                let mut message = format!(
+                    "{} records in, {} out, {} failed · {} pages · {} calls ({:.1}/s)",
+                    load(&counters.records_in),
+                    load(&counters.records_out),
+                    load(&counters.records_failed),
+                    load(&counters.pages),
+                    calls,
+                    rate
+                );
+                if let Some(wait) = rate_limit_wait(&connections) {
+                    message.push_str(" · ");
+                    message.push_str(&wait);
+                }
+                bar.set_message(message);
+            }
         }
     }
 
-    fn update(&mut self, summary: &Summary) {
-        if self.bar.is_none() && self.show && self.started.elapsed() >= PROGRESS_AFTER {
-            let bar = ProgressBar::new_spinner();
-            bar.set_style(
-                ProgressStyle::with_template("{spinner} {prefix} {msg} [{elapsed}]")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-            );
-            bar.set_prefix(self.name.clone());
-            bar.enable_steady_tick(Duration::from_millis(120));
-            self.bar = Some(bar);
-        }
-        if let Some(bar) = &self.bar {
-            bar.set_message(format!(
-                "{} records in, {} out, {} failed",
-                summary.records_in, summary.records_out, summary.records_failed
-            ));
+    fn page(&self) {
+        self.counters.pages.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn update(&self, summary: &Summary) {
+        let c = &self.counters;
+        c.records_in.store(summary.records_in, Ordering::Relaxed);
+        c.records_out.store(summary.records_out, Ordering::Relaxed);
+        c.records_failed
+            .store(summary.records_failed, Ordering::Relaxed);
+    }
+
+    /// What the run is waiting for now, for a person who pressed Ctrl-C.
+    fn waiting_for(&self) -> String {
+        rate_limit_wait(&self.connections)
+            .unwrap_or_else(|| "waiting for the current page and the calls in flight".into())
+    }
+
+    /// A line for the person at the terminal, above the progress line; a
+    /// warning in the log otherwise.
+    fn say(&self, message: &str) {
+        if self.show {
+            self.bar.suspend(|| eprintln!("ionflow: {message}"));
+        } else {
+            tracing::warn!("{message}");
         }
     }
 
     fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
+        let ticker = self
+            .ticker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(ticker) = ticker {
+            ticker.abort();
         }
+        self.bar.finish_and_clear();
     }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// `waiting 41 s for the rate limit: 1,000 calls per 60 s (connection m3)`.
+fn rate_limit_wait(connections: &[(String, Arc<Connection>)]) -> Option<String> {
+    connections.iter().find_map(|(name, c)| {
+        c.rate_limit_wait().map(|(left, limit)| {
+            format!(
+                "waiting {} s for the rate limit: {limit} (connection {name})",
+                left.as_secs_f64().ceil()
+            )
+        })
+    })
 }

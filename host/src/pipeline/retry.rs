@@ -182,7 +182,26 @@ pub async fn gateway_call(
     let request = std::sync::Arc::new(request);
     let what = || format!("{} {}", method_name(request.method), request.path);
     loop {
+        let sent = std::time::Instant::now();
         let outcome = connection.call(request.clone()).await;
+        // One line per call at debug level: method, path, status and time.
+        // Never the query, headers or body, which may carry data or secrets.
+        let method = format!("{:?}", request.method).to_uppercase();
+        let ms = sent.elapsed().as_millis() as u64;
+        match &outcome {
+            Ok(response) => tracing::debug!(
+                connection = connection.name(),
+                "{method} {} -> {} in {ms} ms",
+                request.path,
+                response.status
+            ),
+            Err(e) => tracing::debug!(
+                connection = connection.name(),
+                "{method} {} -> failed in {ms} ms: {}",
+                request.path,
+                format!("{:?}", e.kind())
+            ),
+        }
         let (reason, retry_after, why) = match &outcome {
             Ok(response) if transient(response.status) && idempotent => (
                 format!("HTTP {}", response.status),

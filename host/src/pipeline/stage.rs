@@ -20,7 +20,7 @@ use jaq_json::Val;
 use serde_json::Value;
 
 use super::sources::JsonLines;
-use super::transform::{JqFilter, JqLimits};
+use super::transform::{JqFilter, JqGlobals, JqLimits};
 use super::values::{normalize, parse, to_json, to_val, write_json};
 use crate::sandbox::{self, Failure, GRACE, Pool, Progress, WATCH_EVERY, alloc::Budget};
 
@@ -89,6 +89,8 @@ impl Done {
 
 pub struct Stage {
     transforms: Arc<[Transform]>,
+    /// The run's `$state`, `$vars`, `$env` and `$run`.
+    globals: Arc<JqGlobals>,
     /// Outputs as JSON Lines text rather than records.
     text: bool,
 }
@@ -105,14 +107,19 @@ pub struct Pending {
     running: Vec<(usize, Range<usize>, Arc<Progress>)>,
     next_task: usize,
     transforms: Arc<[Transform]>,
+    globals: Arc<JqGlobals>,
     text: bool,
     /// Outcomes known before any worker ran: records that could not be queued.
     refused: Vec<(usize, Outcome)>,
 }
 
 impl Stage {
-    pub fn new(transforms: Arc<[Transform]>, text: bool) -> Stage {
-        Stage { transforms, text }
+    pub fn new(transforms: Arc<[Transform]>, text: bool, globals: JqGlobals) -> Stage {
+        Stage {
+            transforms,
+            globals: Arc::new(globals),
+            text,
+        }
     }
 
     /// Queues the page's chunks on the workers.
@@ -130,6 +137,7 @@ impl Stage {
             running: Vec::new(),
             next_task: 0,
             transforms: self.transforms.clone(),
+            globals: self.globals.clone(),
             text: self.text,
             refused: Vec::new(),
         };
@@ -153,11 +161,13 @@ impl Pending {
         self.next_task += 1;
         let page = self.page.clone();
         let transforms = self.transforms.clone();
+        let globals = self.globals.clone();
         let sender = self.sender.clone();
         let text = self.text;
         let range = records.clone();
         let submitted = Pool::global().submit(move |progress| {
-            let (outcomes, out) = run_chunk(&page, &transforms, range.clone(), text, progress);
+            let (outcomes, out) =
+                run_chunk(&page, &transforms, &globals, range.clone(), text, progress);
             let _ = sender.send((id, range.start, outcomes, out));
         });
         match submitted {
@@ -283,12 +293,14 @@ impl Pending {
 fn run_chunk(
     page: &Page,
     transforms: &[Transform],
+    globals: &JqGlobals,
     records: Range<usize>,
     text: bool,
     progress: &Progress,
 ) -> (Vec<Outcome>, Vec<u8>) {
     let mut outcomes = Vec::with_capacity(records.len());
     let mut out = Vec::new();
+    let globals = globals.vals();
     for (step, i) in records.enumerate() {
         let input = match page {
             Page::Records(records) => Ok(to_val(&records[i])),
@@ -305,7 +317,7 @@ fn run_chunk(
         let part = std::cell::Cell::new(0);
         let first = &transforms[0].limits;
         let result = sandbox::guarded(progress, step, first.time, || {
-            run_record(transforms, input, text, &mut out, progress, step, &part)
+            run_record(transforms, &globals, input, text, &mut out, progress, step, &part)
         });
         let outcome = match result {
             Ok(Ok(Some(values))) => Outcome::Records(values),
@@ -337,8 +349,10 @@ fn run_chunk(
 
 /// Every transform on one record; its outputs as records, or appended to
 /// `out` as JSON Lines (then `None`).
+#[allow(clippy::too_many_arguments)]
 fn run_record(
     transforms: &[Transform],
+    globals: &[Val],
     input: Val,
     text: bool,
     out: &mut Vec<u8>,
@@ -353,7 +367,7 @@ fn run_record(
         let mut next = Vec::with_capacity(batch.len());
         for val in batch {
             progress.begin_part(step, i, t.limits.time);
-            next.extend(t.filter.eval(val, t.limits.time)?);
+            next.extend(t.filter.eval(val, t.limits.time, globals)?);
         }
         if i + 1 < transforms.len() {
             // Between steps a record is JSON, as it was when each step
@@ -380,8 +394,8 @@ fn run_record(
 }
 
 /// Runs every transform on one record and waits: `ionflow test`.
-pub fn run_one(transforms: &Arc<[Transform]>, record: Value) -> Outcome {
-    let stage = Stage::new(transforms.clone(), false);
+pub fn run_one(transforms: &Arc<[Transform]>, record: Value, globals: &JqGlobals) -> Outcome {
+    let stage = Stage::new(transforms.clone(), false, globals.clone());
     let mut done = stage.submit(Page::Records(vec![record])).wait();
     done.outcomes.pop().unwrap_or(Outcome::Records(Vec::new()))
 }

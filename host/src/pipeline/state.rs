@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::WatermarkConfig;
+use crate::config::{WatermarkConfig, WatermarkFrom};
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,7 +23,10 @@ struct StateFile {
 #[derive(Debug)]
 pub struct Watermarks {
     path: PathBuf,
-    fields: Vec<(String, String)>,
+    /// Each watermark's name, field and the records it follows.
+    fields: Vec<(String, String, WatermarkFrom)>,
+    /// What was saved, without the initial values: what `ionflow state` edits.
+    saved: BTreeMap<String, String>,
     current: BTreeMap<String, String>,
     changed: bool,
 }
@@ -56,6 +59,14 @@ impl Watermarks {
             })?,
             None => StateFile::default(),
         };
+        Ok(Self::with_saved(saved, path, config))
+    }
+
+    fn with_saved(
+        saved: StateFile,
+        path: &Path,
+        config: &BTreeMap<String, WatermarkConfig>,
+    ) -> Self {
         let current = config
             .iter()
             .map(|(name, w)| {
@@ -67,15 +78,51 @@ impl Watermarks {
                 (name.clone(), value)
             })
             .collect();
-        Ok(Watermarks {
+        Watermarks {
             path: path.to_owned(),
             fields: config
                 .iter()
-                .map(|(n, w)| (n.clone(), w.field.clone()))
+                .map(|(n, w)| (n.clone(), w.field.clone(), w.from))
                 .collect(),
+            saved: saved.watermarks,
             current,
             changed: false,
-        })
+        }
+    }
+
+    /// Every watermark at its `initial` value, whatever was saved: a
+    /// `--full-refresh` run.
+    pub fn initial(config: &BTreeMap<String, WatermarkConfig>) -> Self {
+        Self::with_saved(StateFile::default(), Path::new(""), config)
+    }
+
+    /// The values saved before this run (without the initial ones).
+    pub fn saved(&self) -> &BTreeMap<String, String> {
+        &self.saved
+    }
+
+    /// Sets `name` to `value` (`ionflow state set`), as if a run had saved it.
+    pub fn set(&mut self, name: &str, value: &str) {
+        self.current.insert(name.to_owned(), value.to_owned());
+        self.saved.insert(name.to_owned(), value.to_owned());
+        self.changed = true;
+    }
+
+    /// Forgets the saved value of `name`, so the next run starts from its
+    /// `initial` (`ionflow state reset`).
+    pub fn reset(&mut self, name: &str, initial: &str) {
+        self.current.insert(name.to_owned(), initial.to_owned());
+        self.saved.remove(name);
+        self.changed = true;
+    }
+
+    /// The JSON of what `ionflow state set|reset` leaves: only the values
+    /// that were saved or set, so a reset one falls back to its `initial`.
+    pub fn saved_json(&self) -> anyhow::Result<String> {
+        let file = StateFile {
+            watermarks: self.saved.clone(),
+        };
+        Ok(serde_json::to_string_pretty(&file)? + "\n")
     }
 
     /// The values for `${state.NAME}`.
@@ -83,9 +130,21 @@ impl Watermarks {
         self.current.clone()
     }
 
-    /// Raises each watermark to the record's field when it is larger.
-    pub fn observe(&mut self, record: &Value) {
-        for (name, field) in &self.fields {
+    /// Whether a watermark follows the transforms' outputs, so that a run
+    /// must see them as records.
+    pub fn reads_outputs(&self) -> bool {
+        self.fields
+            .iter()
+            .any(|(_, _, from)| *from == WatermarkFrom::Output)
+    }
+
+    /// Raises each watermark that follows `from` to the record's field when
+    /// it is larger.
+    pub fn observe(&mut self, from: WatermarkFrom, record: &Value) {
+        for (name, field, follows) in &self.fields {
+            if *follows != from {
+                continue;
+            }
             let Some(value) = record.get(field).and_then(scalar_text) else {
                 continue;
             };
@@ -115,6 +174,12 @@ impl Watermarks {
         if !self.changed && self.path.exists() {
             return Ok(false);
         }
+        self.write(&self.to_json()?)?;
+        Ok(true)
+    }
+
+    /// Writes `json` to the state file atomically (write, then rename).
+    pub fn write(&self, json: &str) -> anyhow::Result<()> {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create the state folder {}", dir.display()))?;
@@ -122,11 +187,131 @@ impl Watermarks {
         let mut partial = self.path.as_os_str().to_owned();
         partial.push(".partial");
         let partial = PathBuf::from(partial);
-        std::fs::write(&partial, self.to_json()?)
+        std::fs::write(&partial, json)
             .with_context(|| format!("cannot write {}", partial.display()))?;
         std::fs::rename(&partial, &self.path)
             .with_context(|| format!("cannot move the new state to {}", self.path.display()))?;
-        Ok(true)
+        Ok(())
+    }
+}
+
+/// One watermark as `ionflow state show` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WatermarkView {
+    pub name: String,
+    pub field: String,
+    pub from: &'static str,
+    pub initial: String,
+    /// The saved value; `None` when the next run starts from `initial`.
+    pub saved: Option<String>,
+}
+
+/// `ionflow state`: read and change the saved watermarks of a pipeline,
+/// wherever they are kept (its state file, or the shared store).
+impl super::Pipeline {
+    /// Where the watermarks are kept, for messages.
+    pub fn state_location(&self) -> Option<String> {
+        match (&self.shared_state, self.state_path()) {
+            (_, None) => None,
+            (Some(storage), Some(_)) => {
+                Some(format!("{} (pipeline {})", storage.describe(), self.name))
+            }
+            (None, Some(path)) => Some(path.display().to_string()),
+        }
+    }
+
+    pub(super) async fn stored_watermarks(&self) -> anyhow::Result<Watermarks> {
+        let (Some(state), Some(path)) = (&self.config.state, self.state_path()) else {
+            anyhow::bail!(
+                "{} keeps no state: add [state.watermarks.NAME] with `field` and `initial`",
+                self.file.display()
+            );
+        };
+        match &self.shared_state {
+            Some(storage) => {
+                let saved = storage.load_state(&self.name).await?;
+                let origin = PathBuf::from(format!("{}#{}", storage.describe(), self.name));
+                Watermarks::from_saved(saved.as_deref(), &origin, &state.watermarks)
+            }
+            None => Watermarks::load(&path, &state.watermarks),
+        }
+    }
+
+    async fn store_watermarks(&self, w: &Watermarks) -> anyhow::Result<()> {
+        let json = w.saved_json()?;
+        match &self.shared_state {
+            Some(storage) => Ok(storage.save_state(&self.name, &json).await?),
+            None => w.write(&json),
+        }
+    }
+
+    /// Every watermark with its saved value.
+    pub async fn watermarks(&self) -> anyhow::Result<Vec<WatermarkView>> {
+        let w = self.stored_watermarks().await?;
+        let config = self.config.state.as_ref().map(|s| &s.watermarks);
+        Ok(config
+            .into_iter()
+            .flatten()
+            .map(|(name, c)| WatermarkView {
+                name: name.clone(),
+                field: c.field.clone(),
+                from: match c.from {
+                    WatermarkFrom::Source => "source",
+                    WatermarkFrom::Output => "output",
+                },
+                initial: c.initial.clone(),
+                saved: w.saved().get(name).cloned(),
+            })
+            .collect())
+    }
+
+    fn watermark_named(&self, name: &str) -> anyhow::Result<&WatermarkConfig> {
+        let config = self.config.state.as_ref().map(|s| &s.watermarks);
+        config.and_then(|w| w.get(name)).ok_or_else(|| {
+            let known: Vec<&str> = config
+                .into_iter()
+                .flatten()
+                .map(|(n, _)| n.as_str())
+                .collect();
+            anyhow::Error::new(crate::config::ConfigError::new(
+                &self.file,
+                format!(
+                    "has no watermark `{name}`; it has: {}",
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ))
+        })
+    }
+
+    /// Saves `value` for watermark `name`: the next run starts there (a backfill).
+    pub async fn set_watermark(&self, name: &str, value: &str) -> anyhow::Result<()> {
+        self.watermark_named(name)?;
+        let mut w = self.stored_watermarks().await?;
+        w.set(name, value);
+        self.store_watermarks(&w).await
+    }
+
+    /// Forgets the saved value of `name`, or of every watermark: the next
+    /// run starts from `initial`.
+    pub async fn reset_watermarks(&self, name: Option<&str>) -> anyhow::Result<()> {
+        let mut w = self.stored_watermarks().await?;
+        let config = self.config.state.as_ref().map(|s| &s.watermarks);
+        match name {
+            Some(name) => {
+                let initial = self.watermark_named(name)?.initial.clone();
+                w.reset(name, &initial);
+            }
+            None => {
+                for (name, c) in config.into_iter().flatten() {
+                    w.reset(name, &c.initial);
+                }
+            }
+        }
+        self.store_watermarks(&w).await
     }
 }
 
@@ -162,6 +347,7 @@ mod tests {
                 WatermarkConfig {
                     field: "RecordDate".into(),
                     initial: "2000-01-01 00:00:00".into(),
+                    from: WatermarkFrom::Source,
                 },
             ),
             (
@@ -169,6 +355,15 @@ mod tests {
                 WatermarkConfig {
                     field: "N".into(),
                     initial: "0".into(),
+                    from: WatermarkFrom::Source,
+                },
+            ),
+            (
+                "out".to_string(),
+                WatermarkConfig {
+                    field: "n".into(),
+                    initial: "0".into(),
+                    from: WatermarkFrom::Output,
                 },
             ),
         ]);
@@ -178,12 +373,28 @@ mod tests {
             json!({"RecordDate": "2026-05-01 10:00:00", "N": 9}),
             json!({"RecordDate": "2026-04-01 00:00:00", "N": 10}),
         ] {
-            w.observe(&r);
+            w.observe(WatermarkFrom::Source, &r);
         }
+        w.observe(WatermarkFrom::Output, &json!({"n": 3, "N": 99}));
         assert_eq!(w.values()["since"], "2026-05-01 10:00:00");
         assert_eq!(w.values()["n"], "10", "numbers compare as numbers");
+        assert_eq!(
+            w.values()["out"],
+            "3",
+            "an output watermark follows output records only"
+        );
         assert!(w.save().unwrap());
-        let again = Watermarks::load(&path, &config).unwrap();
+        let mut again = Watermarks::load(&path, &config).unwrap();
         assert_eq!(again.values(), w.values());
+
+        // `ionflow state reset since` and `set n 5`: only saved values stay.
+        again.reset("since", "2000-01-01 00:00:00");
+        again.set("n", "5");
+        again.write(&again.saved_json().unwrap()).unwrap();
+        let after = Watermarks::load(&path, &config).unwrap();
+        assert_eq!(after.values()["since"], "2000-01-01 00:00:00");
+        assert_eq!(after.values()["n"], "5");
+        assert!(!after.saved().contains_key("since"));
+        assert_eq!(Watermarks::initial(&config).values()["n"], "0");
     }
 }

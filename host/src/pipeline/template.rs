@@ -106,6 +106,176 @@ impl Templates {
     }
 }
 
+/// What kind of name a template uses without a definition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameKind {
+    Variable,
+    Filter,
+    Test,
+}
+
+/// A name a template uses that nothing defines, found when the pipeline
+/// loads instead of failing every record at run time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UndefinedName {
+    /// The template, e.g. `sinks[0].fields.ITNO`.
+    pub template: String,
+    /// `recod`, `vars.compny`, or the filter's or test's name.
+    pub name: String,
+    pub kind: NameKind,
+}
+
+impl Templates {
+    /// Every undefined name in every template: a top-level variable other
+    /// than `record`, `vars` and `state`; `vars.X` or `state.X` that the
+    /// pipeline does not declare; a filter or test that does not exist.
+    /// `record.X` cannot be checked: records are only known at run time.
+    pub fn undefined_names(
+        &self,
+        vars: &BTreeMap<String, String>,
+        state: &[String],
+    ) -> Vec<UndefinedName> {
+        let globals: Vec<&str> = self.env.globals().map(|(name, _)| name).collect();
+        let mut found = Vec::new();
+        for (name, source) in &self.sources {
+            let Ok(template) = self.env.get_template(name) else {
+                continue;
+            };
+            let mut used: Vec<String> = template.undeclared_variables(true).into_iter().collect();
+            used.sort();
+            for path in used {
+                let (top, rest) = match path.split_once('.') {
+                    Some((top, rest)) => (top, Some(rest)),
+                    None => (path.as_str(), None),
+                };
+                let member = rest.map(|r| r.split('.').next().unwrap_or(r));
+                let undefined = match (top, member) {
+                    ("record", _) | ("vars", None) | ("state", None) => None,
+                    ("vars", Some(m)) if vars.contains_key(m) => None,
+                    ("state", Some(m)) if state.iter().any(|s| s == m) => None,
+                    ("vars", Some(m)) | ("state", Some(m)) => Some(format!("{top}.{m}")),
+                    (top, _) if globals.contains(&top) => None,
+                    (top, _) => Some(top.to_owned()),
+                };
+                if let Some(undefined) = undefined
+                    && !found
+                        .iter()
+                        .any(|u: &UndefinedName| u.template == *name && u.name == undefined)
+                {
+                    found.push(UndefinedName {
+                        template: name.clone(),
+                        name: undefined,
+                        kind: NameKind::Variable,
+                    });
+                }
+            }
+            for (used, kind) in filters_and_tests(source) {
+                let probe = match kind {
+                    NameKind::Filter => format!("x | {used}"),
+                    _ => format!("x is {used}"),
+                };
+                let unknown = match self.env.compile_expression(&probe) {
+                    Ok(expression) => expression
+                        .eval(minijinja::context! { x => "" })
+                        .err()
+                        .is_some_and(|e| {
+                            matches!(
+                                e.kind(),
+                                minijinja::ErrorKind::UnknownFilter
+                                    | minijinja::ErrorKind::UnknownTest
+                            )
+                        }),
+                    Err(_) => false,
+                };
+                if unknown {
+                    found.push(UndefinedName {
+                        template: name.clone(),
+                        name: used,
+                        kind,
+                    });
+                }
+            }
+        }
+        found
+    }
+}
+
+/// The filters (`| name`) and tests (`is [not] name`) a template applies,
+/// read from its `{{ }}` and `{% %}` blocks with string literals skipped.
+fn filters_and_tests(source: &str) -> Vec<(String, NameKind)> {
+    let mut out: Vec<(String, NameKind)> = Vec::new();
+    let mut rest = source;
+    while let Some(open) = rest.find(['{']) {
+        let after = &rest[open + 1..];
+        let close = match after.chars().next() {
+            Some('{') => "}}",
+            Some('%') => "%}",
+            _ => {
+                rest = after;
+                continue;
+            }
+        };
+        let body_start = &after[1..];
+        let end = body_start.find(close).unwrap_or(body_start.len());
+        let body = &body_start[..end];
+        rest = &body_start[end..];
+        // The block without its string literals, which may hold `|` or `is`.
+        let mut code = String::with_capacity(body.len());
+        let mut quote = None;
+        let mut escaped = false;
+        for c in body.chars() {
+            match quote {
+                Some(q) => {
+                    if escaped {
+                        escaped = false;
+                    } else if c == '\\' {
+                        escaped = true;
+                    } else if c == q {
+                        quote = None;
+                    }
+                    code.push(' ');
+                }
+                None if c == '"' || c == '\'' => {
+                    quote = Some(c);
+                    code.push(' ');
+                }
+                None => code.push(c),
+            }
+        }
+        let ident = |s: &str| -> String {
+            s.trim_start()
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        };
+        for (at, _) in code.match_indices('|') {
+            let name = ident(&code[at + 1..]);
+            if !name.is_empty() && !out.iter().any(|(n, _)| *n == name) {
+                out.push((name, NameKind::Filter));
+            }
+        }
+        let words: Vec<&str> = code
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| !w.is_empty())
+            .collect();
+        for (i, word) in words.iter().enumerate() {
+            if *word != "is" {
+                continue;
+            }
+            let next = match words.get(i + 1) {
+                Some(&"not") => words.get(i + 2),
+                other => other,
+            };
+            if let Some(test) = next
+                && !out.iter().any(|(n, _)| n == test)
+            {
+                out.push(((*test).to_owned(), NameKind::Test));
+            }
+        }
+    }
+    out
+}
+
 fn describe(error: minijinja::Error) -> String {
     let mut text = error
         .detail()
@@ -150,6 +320,44 @@ mod tests {
         assert_eq!(t.render("a", &r, &c).unwrap(), "A<1>/100");
         let body: Value = serde_json::from_str(&t.render("b", &r, &c).unwrap()).unwrap();
         assert_eq!(body, r);
+    }
+
+    #[test]
+    fn undefined_names_are_found_before_any_record() {
+        let mut t = Templates::default();
+        t.add("a", "{{ recod.item }}/{{ vars.compny }}/{{ vars.cono }}")
+            .unwrap();
+        t.add(
+            "b",
+            "{{ record.x | uper }}{{ record.y | upper }}{{ 'a|b' }}",
+        )
+        .unwrap();
+        t.add(
+            "c",
+            "{% if record.x is nosuchtest %}{{ state.since }}{{ state.nope }}{% endif %}",
+        )
+        .unwrap();
+        t.add(
+            "d",
+            "{{ record | tojson }}{{ range(3) | list }}{% for i in record.l %}{{ i }}{% endfor %}",
+        )
+        .unwrap();
+        let (vars, _) = ctx();
+        let found = t.undefined_names(&vars, &["since".to_string()]);
+        let names: Vec<(&str, &str, NameKind)> = found
+            .iter()
+            .map(|u| (u.template.as_str(), u.name.as_str(), u.kind))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("a", "recod", NameKind::Variable),
+                ("a", "vars.compny", NameKind::Variable),
+                ("b", "uper", NameKind::Filter),
+                ("c", "state.nope", NameKind::Variable),
+                ("c", "nosuchtest", NameKind::Test),
+            ]
+        );
     }
 
     #[test]

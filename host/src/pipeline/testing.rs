@@ -35,6 +35,7 @@ impl Pipeline {
                     .unwrap_or_default();
                 state.extend(test.state.clone());
                 let vars = self.vars.clone().with_state(state);
+                let globals = self.jq_globals(&vars, &super::RunOptions::default());
                 let (scope, plans) = match self.prepare_sinks(&vars) {
                     Ok(prepared) => prepared,
                     Err(e) => {
@@ -46,7 +47,7 @@ impl Pipeline {
                 };
                 let mut outputs = Vec::new();
                 for (i, record) in test.input.iter().enumerate() {
-                    match self.transform(record) {
+                    match self.transform(record, &globals) {
                         Ok(out) => outputs.extend(out),
                         Err(f) => {
                             failures.push(format!("input[{i}] failed in {}: {}", f.stage, f.error))
@@ -57,9 +58,8 @@ impl Pipeline {
                     && *expected != outputs
                 {
                     failures.push(format!(
-                        "output differs\n      expected: {}\n      actual:   {}",
-                        compact(expected),
-                        compact(&outputs)
+                        "output differs (- expected, + actual):\n{}",
+                        records_diff(expected, &outputs).join("\n")
                     ));
                 }
                 for expectation in &test.requests {
@@ -80,10 +80,14 @@ impl Pipeline {
                     {
                         match plan.render(record, &scope) {
                             Ok(actual) => {
-                                if let Some(diff) = subset_diff(expected, &actual) {
+                                let mut lines = Vec::new();
+                                subset_diff(expected, &actual, "", &mut lines);
+                                if !lines.is_empty() {
                                     failures.push(format!(
-                                        "sinks[{}] for output[{i}]: {diff}\n      rendered: {}",
-                                        expectation.sink, actual
+                                        "sinks[{}] for output[{i}] differs (- expected, + actual):\n{}\n      rendered: {}",
+                                        expectation.sink,
+                                        lines.join("\n"),
+                                        actual
                                     ));
                                 }
                             }
@@ -103,29 +107,78 @@ impl Pipeline {
     }
 }
 
-fn compact(values: &[Value]) -> String {
-    serde_json::to_string(values).unwrap_or_default()
-}
-
-/// Every key of `expected` must be in `actual` with the same value; objects
-/// are compared the same way one level down, so a test names only what it cares about.
-fn subset_diff(expected: &Value, actual: &Value) -> Option<String> {
-    match (expected, actual) {
-        (Value::Object(e), Value::Object(a)) => {
-            for (k, ev) in e {
-                match a.get(k) {
-                    None => return Some(format!("`{k}` is missing")),
-                    Some(av) => {
-                        if let Some(d) = subset_diff(ev, av) {
-                            return Some(format!("{k}: {d}"));
+/// Expected and actual records field by field: `- ` lines as expected,
+/// `+ ` lines as produced, only where they differ (the CLI colours them).
+fn records_diff(expected: &[Value], actual: &[Value]) -> Vec<String> {
+    let mut lines = Vec::new();
+    if expected.len() != actual.len() {
+        lines.push(format!(
+            "    {} records expected, {} produced",
+            expected.len(),
+            actual.len()
+        ));
+    }
+    for i in 0..expected.len().max(actual.len()) {
+        match (expected.get(i), actual.get(i)) {
+            (Some(e), Some(a)) if e == a => {}
+            (Some(Value::Object(e)), Some(Value::Object(a))) => {
+                lines.push(format!("    output[{i}]:"));
+                for (key, ev) in e {
+                    match a.get(key) {
+                        Some(av) if av == ev => {}
+                        Some(av) => {
+                            lines.push(format!("    - {key}: {ev}"));
+                            lines.push(format!("    + {key}: {av}"));
                         }
+                        None => lines.push(format!("    - {key}: {ev}")),
+                    }
+                }
+                for (key, av) in a {
+                    if !e.contains_key(key) {
+                        lines.push(format!("    + {key}: {av}"));
                     }
                 }
             }
-            None
+            (Some(e), Some(a)) => {
+                lines.push(format!("    output[{i}]:"));
+                lines.push(format!("    - {e}"));
+                lines.push(format!("    + {a}"));
+            }
+            (Some(e), None) => lines.push(format!("    - output[{i}]: {e}")),
+            (None, Some(a)) => lines.push(format!("    + output[{i}]: {a}")),
+            (None, None) => {}
         }
-        _ if expected == actual => None,
-        _ => Some(format!("expected {expected}, got {actual}")),
+    }
+    lines
+}
+
+/// Every key of `expected` must be in `actual` with the same value; objects
+/// are compared the same way further down, so a test names only what it
+/// cares about. Differences become `- `/`+ ` lines naming the field's path.
+fn subset_diff(expected: &Value, actual: &Value, path: &str, lines: &mut Vec<String>) {
+    match (expected, actual) {
+        (Value::Object(e), Value::Object(a)) => {
+            for (k, ev) in e {
+                let here = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match a.get(k) {
+                    None => {
+                        lines.push(format!("    - {here}: {ev}"));
+                        lines.push(format!("    + {here}: (missing)"));
+                    }
+                    Some(av) => subset_diff(ev, av, &here, lines),
+                }
+            }
+        }
+        _ if expected == actual => {}
+        _ => {
+            let here = if path.is_empty() { "value" } else { path };
+            lines.push(format!("    - {here}: {expected}"));
+            lines.push(format!("    + {here}: {actual}"));
+        }
     }
 }
 
@@ -134,19 +187,42 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn diff(expected: Value, actual: &Value) -> Vec<String> {
+        let mut lines = Vec::new();
+        subset_diff(&expected, actual, "", &mut lines);
+        lines
+    }
+
     #[test]
     fn subset_comparison() {
         let actual = json!({"method": "GET", "query": {"ITNO": "A", "ITDS": "x"}});
-        assert!(subset_diff(&json!({"query": {"ITNO": "A"}}), &actual).is_none());
-        assert!(
-            subset_diff(&json!({"query": {"ITNO": "B"}}), &actual)
-                .unwrap()
-                .contains("ITNO")
+        assert!(diff(json!({"query": {"ITNO": "A"}}), &actual).is_empty());
+        assert_eq!(
+            diff(json!({"query": {"ITNO": "B"}}), &actual),
+            ["    - query.ITNO: \"B\"", "    + query.ITNO: \"A\""]
         );
-        assert!(
-            subset_diff(&json!({"body": 1}), &actual)
-                .unwrap()
-                .contains("missing")
+        assert_eq!(
+            diff(json!({"body": 1}), &actual),
+            ["    - body: 1", "    + body: (missing)"]
+        );
+    }
+
+    #[test]
+    fn records_differ_field_by_field() {
+        let lines = records_diff(
+            &[json!({"a": 1, "b": 2}), json!({"c": 3})],
+            &[json!({"a": 1, "b": 5, "x": 0})],
+        );
+        assert_eq!(
+            lines,
+            [
+                "    2 records expected, 1 produced",
+                "    output[0]:",
+                "    - b: 2",
+                "    + b: 5",
+                "    + x: 0",
+                "    - output[1]: {\"c\":3}",
+            ]
         );
     }
 }

@@ -24,6 +24,59 @@ use serde_json::Value;
 
 use crate::sandbox::{self, Limit, alloc::Budget};
 
+/// The variables every filter may read, in the order their values are given:
+/// a pipeline's watermarks, `[vars]`, the environment variables the filter
+/// names and facts about the run. Values come in through jq, never through
+/// the filter's text, so a value cannot change what the filter does.
+pub const GLOBALS: [&str; 4] = ["$state", "$vars", "$env", "$run"];
+
+/// The values of [`GLOBALS`] for one run (or one `ionflow test`), kept as
+/// JSON: jaq's values are not `Send`, and they go to the sandbox's workers.
+#[derive(Debug, Clone)]
+pub struct JqGlobals {
+    values: Vec<Value>,
+}
+
+impl Default for JqGlobals {
+    /// Empty objects: `$state.since` is `null` rather than an error.
+    fn default() -> Self {
+        let empty = Value::Object(Default::default());
+        JqGlobals::new(&empty, &empty, &empty, &empty)
+    }
+}
+
+impl JqGlobals {
+    pub fn new(state: &Value, vars: &Value, env: &Value, run: &Value) -> Self {
+        JqGlobals {
+            values: [state, vars, env, run].into_iter().cloned().collect(),
+        }
+    }
+
+    /// As jaq's values, on the thread that evaluates (built once per chunk
+    /// of records: small objects).
+    pub(crate) fn vals(&self) -> Vec<Val> {
+        self.values.iter().map(to_val).collect()
+    }
+}
+
+/// The names a filter reads as `$env.NAME`: only these are looked up, so a
+/// filter cannot dump the whole environment (and its secrets) into records.
+pub fn env_names(code: &str) -> Vec<String> {
+    let mut names: Vec<String> = code
+        .match_indices("$env.")
+        .map(|(at, needle)| {
+            code[at + needle.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect::<String>()
+        })
+        .filter(|name| !name.is_empty())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// Longest filter accepted: jaq's parser recurses on nesting, and the
 /// filter is compiled on a thread with [`COMPILE_STACK`].
 pub const MAX_FILTER_BYTES: usize = 64 * 1024;
@@ -229,15 +282,21 @@ impl JqFilter {
             .unwrap_or_else(|_| Err("the jq compiler failed on this filter".into()))
     }
 
-    /// Runs the filter on `input` on this (sandbox worker) thread. The
-    /// limits are enforced by unwinding: call it inside `sandbox::guarded`.
-    pub(crate) fn eval(&self, input: Val, time: Duration) -> Result<Vec<Val>, String> {
+    /// Runs the filter on `input` on this (sandbox worker) thread, with the
+    /// values of [`GLOBALS`] (from [`JqGlobals::vals`]). The limits are
+    /// enforced by unwinding: call it inside `sandbox::guarded`.
+    pub(crate) fn eval(
+        &self,
+        input: Val,
+        time: Duration,
+        globals: &[Val],
+    ) -> Result<Vec<Val>, String> {
         let guard = Guard::new(time);
         let env = Env {
             lut: &self.filter.lut,
             guard: &guard,
         };
-        let ctx = Ctx::<Guarded>::new(&env, Vars::new([]));
+        let ctx = Ctx::<Guarded>::new(&env, Vars::new(globals.iter().cloned()));
         let mut out = Vec::new();
         for result in self.filter.id.run((ctx, input)) {
             guard.tick();
@@ -258,10 +317,21 @@ impl JqFilter {
     /// Runs the filter on one record on the sandbox's workers and waits:
     /// for `ionflow test` and `records_jq`, where records come one at a time.
     pub fn apply(&self, record: Value, limits: JqLimits) -> Result<Vec<Value>, String> {
+        self.apply_with(record, limits, &JqGlobals::default())
+    }
+
+    /// Like [`Self::apply`], with a run's `$state`, `$vars`, `$env` and `$run`.
+    pub fn apply_with(
+        &self,
+        record: Value,
+        limits: JqLimits,
+        globals: &JqGlobals,
+    ) -> Result<Vec<Value>, String> {
         let filter = self.clone();
+        let globals = globals.clone();
         sandbox::run_one(limits.time, move || {
             let _budget = Budget::start(limits.memory_bytes());
-            let outputs = filter.eval(to_val(&record), limits.time)?;
+            let outputs = filter.eval(to_val(&record), limits.time, &globals.vals())?;
             outputs.iter().map(to_json).collect()
         })
         .unwrap_or_else(|failure| {
@@ -294,6 +364,7 @@ fn compile_here(code: &str) -> Result<JqFilter, String> {
         .map_err(|errors| describe_load_errors(code, errors))?;
     let filter = Compiler::default()
         .with_funs(funs())
+        .with_global_vars(GLOBALS)
         .compile(modules)
         .map_err(|errors| {
             let names: Vec<String> = errors
@@ -415,6 +486,40 @@ mod tests {
             run("[.[] | fromjson]", json!(["[1]", "{\"a\": 2}"])).unwrap(),
             vec![json!([[1], {"a": 2}])]
         );
+    }
+
+    #[test]
+    fn globals_are_jq_variables() {
+        let f = JqFilter::compile(
+            "select(.LMDT > $state.since) | {c: $vars.company, e: $env.X, at: $run.started_at}",
+        )
+        .unwrap();
+        let globals = JqGlobals::new(
+            &json!({"since": "20260101"}),
+            &json!({"company": "100"}),
+            &json!({"X": "x"}),
+            &json!({"started_at": "2026-12-01T00:00:00Z"}),
+        );
+        let limits = JqLimits {
+            time: Duration::from_secs(5),
+            memory_mib: 64,
+        };
+        let out = f
+            .apply_with(json!({"LMDT": "20260102"}), limits, &globals)
+            .unwrap();
+        assert_eq!(
+            out,
+            vec![json!({"c": "100", "e": "x", "at": "2026-12-01T00:00:00Z"})]
+        );
+        assert!(
+            f.apply_with(json!({"LMDT": "20251231"}), limits, &globals)
+                .unwrap()
+                .is_empty()
+        );
+        // Without values the globals are empty objects, not errors.
+        assert!(f.apply(json!({"LMDT": "1"}), limits).unwrap().is_empty());
+        assert!(JqFilter::compile("$nosuch").unwrap_err().contains("nosuch"));
+        assert_eq!(env_names("$env.A + $env.B_2 + $env.A"), ["A", "B_2"]);
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub struct CountSinkConfig {
 }
 
 impl SinkKind for CountSinkConfig {
+    fn literal_keys(&self) -> &'static [&'static str] {
+        &["label"]
+    }
+
     fn check(&self, check: &mut Check<'_, '_>) {
         if self.label.as_deref().is_some_and(|l| l.trim().is_empty()) {
             check.add(Some("label"), "give a name, or leave the key out");

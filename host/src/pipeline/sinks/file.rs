@@ -19,7 +19,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
-    Finished, Outcome, PlanContext, RecordError, Scope, SinkContext, SinkKind, SinkPlan, SinkWriter,
+    Finished, Outcome, Part, PlanContext, RecordError, Scope, SinkContext, SinkKind, SinkPlan,
+    SinkWriter,
 };
 use crate::config::{Check, FileFormat, Variables, default_delimiter};
 use ionflow_runtime::private_files;
@@ -27,7 +28,9 @@ use ionflow_runtime::private_files;
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
-    /// Relative to the pipeline file; may use `${env.NAME}`.
+    /// Relative to the pipeline file; a template rendered once when the run
+    /// starts (`out/items-{{ vars.company }}.jsonl`, `{{ state.since }}`);
+    /// may use `${env.NAME}`.
     pub path: String,
     /// `jsonl` (default) or `csv`.
     #[serde(default)]
@@ -39,6 +42,10 @@ pub struct FileSinkConfig {
 }
 
 impl SinkKind for FileSinkConfig {
+    fn literal_keys(&self) -> &'static [&'static str] {
+        &["csv_columns", "csv_delimiter"]
+    }
+
     fn check(&self, check: &mut Check<'_, '_>) {
         if self.format == FileFormat::Json {
             check.add(
@@ -53,19 +60,71 @@ impl SinkKind for FileSinkConfig {
             );
         }
         check.delimiter(&self.csv_delimiter);
+        if uses_record(&self.path) {
+            check.add(
+                Some("path"),
+                "the file path is rendered once per run and sees vars and state, not record; \
+                 split records into files with one pipeline per file",
+            );
+        }
     }
 
-    fn plan(&self, _cx: &mut PlanContext<'_>) -> Box<dyn SinkPlan> {
-        Box::new(self.clone())
+    fn plan(&self, cx: &mut PlanContext<'_>) -> Box<dyn SinkPlan> {
+        Box::new(FilePlan {
+            path: cx.part("path", &self.path),
+            config: self.clone(),
+        })
     }
 }
 
-impl SinkPlan for FileSinkConfig {
-    fn expand(&self, _vars: &Variables) -> Result<Box<dyn SinkPlan>, String> {
-        // The path is expanded when the file is opened, in `open`.
-        Ok(Box::new(self.clone()))
+/// Whether a `{{ }}` or `{% %}` block of `template` names `record`.
+fn uses_record(template: &str) -> bool {
+    template
+        .split("{{")
+        .skip(1)
+        .chain(template.split("{%").skip(1))
+        .filter_map(|block| block.split(['}', '%']).next())
+        .any(|code| {
+            code.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .any(|word| word == "record")
+        })
+}
+
+/// A file sink whose path may be a template, rendered when the run starts.
+#[derive(Debug, Clone)]
+struct FilePlan {
+    config: FileSinkConfig,
+    path: Part,
+}
+
+impl SinkPlan for FilePlan {
+    fn expand(&self, vars: &Variables) -> Result<Box<dyn SinkPlan>, String> {
+        Ok(Box::new(FilePlan {
+            config: self.config.clone(),
+            path: self.path.expand(vars).map_err(|e| format!("path: {e}"))?,
+        }))
     }
 
+    fn render(&self, record: &Value, scope: &Scope) -> Result<Value, RecordError> {
+        self.config.render(record, scope)
+    }
+
+    fn open(&self, cx: &SinkContext<'_>) -> anyhow::Result<Box<dyn SinkWriter>> {
+        let path = self
+            .path
+            .render(&Value::Null, &cx.scope)
+            .map_err(|e| anyhow::anyhow!("sinks[{}].path: {e}", cx.index))?;
+        if path.trim().is_empty() {
+            anyhow::bail!(
+                "sinks[{}].path: the template rendered an empty path",
+                cx.index
+            );
+        }
+        self.config.open_at(&cx.base_dir.join(path))
+    }
+}
+
+impl FileSinkConfig {
     fn render(&self, record: &Value, _scope: &Scope) -> Result<Value, RecordError> {
         if self.format != FileFormat::Csv {
             return Ok(record.clone());
@@ -88,11 +147,7 @@ impl SinkPlan for FileSinkConfig {
         ))
     }
 
-    fn open(&self, cx: &SinkContext<'_>) -> anyhow::Result<Box<dyn SinkWriter>> {
-        let path = cx
-            .vars
-            .expand(&self.path)
-            .map_err(|e| anyhow::anyhow!("sinks[{}].path: {e}", cx.index))?;
+    fn open_at(&self, path: &Path) -> anyhow::Result<Box<dyn SinkWriter>> {
         let delimiter = self
             .csv_delimiter
             .as_bytes()
@@ -103,10 +158,7 @@ impl SinkPlan for FileSinkConfig {
             FileFormat::Csv => Layout::csv(self.csv_columns.clone(), delimiter),
             _ => Layout::Jsonl,
         };
-        Ok(Box::new(FileWriter::create(
-            &cx.base_dir.join(path),
-            layout,
-        )?))
+        Ok(Box::new(FileWriter::create(path, layout)?))
     }
 }
 
@@ -396,6 +448,14 @@ mod tests {
         drop(w);
         assert_eq!(partial_writer("x.ionflow-12.partial"), Some(12));
         assert_eq!(partial_writer("x.partial"), None);
+    }
+
+    #[test]
+    fn a_path_template_may_not_read_records() {
+        assert!(uses_record("out/{{ record.x }}.jsonl"));
+        assert!(uses_record("out/{% if record %}a{% endif %}.jsonl"));
+        assert!(!uses_record("out/records-{{ vars.x }}.jsonl"));
+        assert!(!uses_record("out/record.jsonl"));
     }
 
     #[test]

@@ -41,6 +41,10 @@ fn default_batch_size() -> u32 {
 }
 
 impl SinkKind for M3BulkSinkConfig {
+    fn literal_keys(&self) -> &'static [&'static str] {
+        &["program", "transaction"]
+    }
+
     fn check(&self, check: &mut Check<'_, '_>) {
         check.connection(&self.connection);
         check.range(

@@ -38,6 +38,12 @@ use ionflow_runtime::Connection;
 
 pub use request::Part;
 
+/// Every sink kind with its one-line description, from the registry: what
+/// `ionflow list` prints.
+pub fn kinds() -> &'static [(&'static str, &'static str)] {
+    KINDS
+}
+
 /// What a sink kind's config struct tells the pipeline.
 pub trait SinkKind: Send + Sync {
     /// Checks what serde cannot (references, ranges, exclusive keys).
@@ -46,6 +52,12 @@ pub trait SinkKind: Send + Sync {
     /// How it spreads requests, for sinks that send one per record.
     fn delivery(&self) -> Option<Delivery<'_>> {
         None
+    }
+
+    /// Keys whose values are used as written: `validate` refuses `${...}`
+    /// in them, as nothing would expand it.
+    fn literal_keys(&self) -> &'static [&'static str] {
+        &[]
     }
 
     /// Compiles its templates into the plan used for every run.
@@ -124,6 +136,8 @@ macro_rules! sink_kinds {
         pub enum SinkConfig {
             $( $(#[doc = $doc])* #[serde(rename = $kind)] $variant($config), )*
         }
+
+        const KINDS: &[(&str, &str)] = &[ $( ($kind, concat!($($doc),*)), )* ];
 
         impl SinkConfig {
             /// The kind's own behaviour.

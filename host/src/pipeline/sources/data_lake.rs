@@ -74,6 +74,10 @@ fn default_payload_max_bytes() -> u64 {
 }
 
 impl SourceKind for DataLakeSourceConfig {
+    fn literal_keys(&self) -> &'static [&'static str] {
+        &["sort"]
+    }
+
     fn check(&self, check: &mut Check<'_, '_>) {
         check.connection(&self.connection);
         check.range("page_size", self.page_size.into(), 10_000, "");

@@ -33,6 +33,10 @@ pub struct FileSourceConfig {
 }
 
 impl SourceKind for FileSourceConfig {
+    fn literal_keys(&self) -> &'static [&'static str] {
+        &["csv_delimiter"]
+    }
+
     fn check(&self, check: &mut Check<'_, '_>) {
         check.delimiter(&self.csv_delimiter);
     }

@@ -30,6 +30,10 @@ pub struct GatewaySourceConfig {
 }
 
 impl SourceKind for GatewaySourceConfig {
+    fn literal_keys(&self) -> &'static [&'static str] {
+        &["records_pointer", "records_jq"]
+    }
+
     fn check(&self, check: &mut Check<'_, '_>) {
         check.header_secrets(&self.headers);
         check.connection(&self.connection);

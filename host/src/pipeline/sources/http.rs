@@ -33,6 +33,10 @@ pub struct HttpSourceConfig {
 }
 
 impl SourceKind for HttpSourceConfig {
+    fn literal_keys(&self) -> &'static [&'static str] {
+        &["records_pointer", "records_jq"]
+    }
+
     fn check(&self, check: &mut Check<'_, '_>) {
         check.header_secrets(&self.headers);
         check_records(check, &self.records_pointer, &self.records_jq, &self.paging);

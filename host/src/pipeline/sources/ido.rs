@@ -43,6 +43,10 @@ fn default_ido_page_size() -> u32 {
 }
 
 impl SourceKind for IdoSourceConfig {
+    fn literal_keys(&self) -> &'static [&'static str] {
+        &["ido", "properties", "order_by"]
+    }
+
     fn check(&self, check: &mut Check<'_, '_>) {
         check.connection(&self.connection);
         check.range("page_size", self.page_size.into(), 100_000, "");

@@ -42,6 +42,10 @@ pub struct M3ListSourceConfig {
 }
 
 impl SourceKind for M3ListSourceConfig {
+    fn literal_keys(&self) -> &'static [&'static str] {
+        &["program", "transaction", "key_field", "returncols"]
+    }
+
     fn check(&self, check: &mut Check<'_, '_>) {
         check.connection(&self.connection);
         check.range(

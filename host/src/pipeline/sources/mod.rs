@@ -52,6 +52,12 @@ pub trait SourceKind: Send + Sync {
         None
     }
 
+    /// Keys whose values are used as written: `validate` refuses `${...}`
+    /// in them, as nothing would expand it.
+    fn literal_keys(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// Opens the reader for one run.
     fn open(&self, cx: SourceContext<'_>) -> anyhow::Result<Box<dyn PageReader>>;
 }
@@ -87,6 +93,12 @@ impl SourceContext<'_> {
     }
 }
 
+/// Every source kind with its one-line description, from the registry:
+/// what `ionflow list` prints.
+pub fn kinds() -> &'static [(&'static str, &'static str)] {
+    KINDS
+}
+
 /// The registry: `Variant(ConfigStruct) = "kind"`, with the doc line that
 /// the JSON Schema and `ionflow schema` show for the kind.
 macro_rules! source_kinds {
@@ -97,6 +109,8 @@ macro_rules! source_kinds {
         pub enum SourceConfig {
             $( $(#[doc = $doc])* #[serde(rename = $kind)] $variant($config), )*
         }
+
+        const KINDS: &[(&str, &str)] = &[ $( ($kind, concat!($($doc),*)), )* ];
 
         impl SourceConfig {
             /// The kind's own behaviour.
