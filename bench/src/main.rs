@@ -110,8 +110,14 @@ async fn run() -> anyhow::Result<()> {
     }
     if wanted("P2") {
         eprintln!("P2: token requests ...");
-        let short =
-            SimProcess::start(&ionflow, work.path(), "sim-short", 1000, P2_TOKEN_TTL_SECS, 0)?;
+        let short = SimProcess::start(
+            &ionflow,
+            work.path(),
+            "sim-short",
+            1000,
+            P2_TOKEN_TTL_SECS,
+            0,
+        )?;
         figures.push(calls::p2(&short, &cache, P2_TOKEN_TTL_SECS).await?);
     }
     if wanted("P3") {

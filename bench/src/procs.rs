@@ -354,7 +354,9 @@ path = "out.jsonl"
          cache that the command filled), first run with an empty cache {cold:.1} ms \
          ({cold_runs} runs: the component is compiled), Python {python:.1} ms ({warm_runs} runs, \
          {}); raw ms: {raw}",
-        image_first.map_or("not available in this build".to_owned(), |i| format!("{i:.1} ms")),
+        image_first.map_or("not available in this build".to_owned(), |i| format!(
+            "{i:.1} ms"
+        )),
         tools.version("python3", "--version")
     ));
     figure.value(

@@ -161,11 +161,7 @@ pub async fn p7(
         median(&mut py_ms),
     );
     let mut f = Figure::new("P7", measure_text, goal);
-    f.result = format!(
-        "{:.0}× with concurrency, {:.0}× in bulk",
-        p / c,
-        p / b
-    );
+    f.result = format!("{:.0}× with concurrency, {:.0}× in bulk", p / c, p / b);
     // Judged on the per-record sink: the simulator answers a bulk request
     // of 100 transactions in the same 20 ms as one, which flatters bulk.
     f.met = Some(p / c >= 20.0);

@@ -662,14 +662,20 @@ mod tests {
                     secrets.push(basic.to_owned());
                 }
                 let pages = [
-                    (400, format!("<html><body>Bad request: {echo}</body></html>")),
+                    (
+                        400,
+                        format!("<html><body>Bad request: {echo}</body></html>"),
+                    ),
                     (
                         400,
                         serde_json::json!({"error": "invalid_request", "error_description": echo})
                             .to_string(),
                     ),
                     (401, serde_json::json!({"error": echo}).to_string()),
-                    (200, serde_json::json!({"access_token": "a", "token_type": echo}).to_string()),
+                    (
+                        200,
+                        serde_json::json!({"access_token": "a", "token_type": echo}).to_string(),
+                    ),
                 ];
                 for (status, page) in pages {
                     let e = parse_token_response(

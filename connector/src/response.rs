@@ -77,7 +77,11 @@ pub fn body_excerpt(body: &[u8], secrets: &[&Secret]) -> String {
     // Scrubbed before it is cut, so that a secret straddling the cut does
     // not leave its first half behind: the window holds any secret that
     // starts inside the excerpt whole.
-    let longest = secrets.iter().map(|s| s.expose().len() * 6).max().unwrap_or(0);
+    let longest = secrets
+        .iter()
+        .map(|s| s.expose().len() * 6)
+        .max()
+        .unwrap_or(0);
     let window: String = text.chars().take(MAX + longest).collect();
     let scrubbed = scrub(&window, secrets.iter().copied());
     let mut cut: String = scrubbed.chars().take(MAX).collect();
@@ -269,7 +273,8 @@ mod tests {
         // Session::call skips the check below 400; this keeps that safe.
         for status in 100..400 {
             assert!(
-                check_business_status(status, &[], b"", "p", RequestSize::default(), &[], 0).is_ok(),
+                check_business_status(status, &[], b"", "p", RequestSize::default(), &[], 0)
+                    .is_ok(),
                 "{status}"
             );
         }
@@ -311,6 +316,9 @@ mod tests {
         // A secret across the cut leaves no first half behind.
         let straddling = format!("{}supersecretvalue", "x".repeat(295));
         let excerpt = body_excerpt(straddling.as_bytes(), &[&secret]);
-        assert!(excerpt.contains("*****") && !excerpt.contains("super"), "{excerpt}");
+        assert!(
+            excerpt.contains("*****") && !excerpt.contains("super"),
+            "{excerpt}"
+        );
     }
 }

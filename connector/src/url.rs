@@ -308,7 +308,10 @@ mod tests {
             ("maxrecs".to_string(), "501".to_string()),
             ("ITNO".to_string(), "A/1".to_string()),
         ];
-        assert_eq!(with_query("https://h/T/p".into(), &two), "https://h/T/p?maxrecs=501&ITNO=A%2F1");
+        assert_eq!(
+            with_query("https://h/T/p".into(), &two),
+            "https://h/T/p?maxrecs=501&ITNO=A%2F1"
+        );
         assert_eq!(with_query("https://h/T/p".into(), &[]), "https://h/T/p");
     }
 
@@ -400,8 +403,20 @@ mod tests {
     #[test]
     fn hostile_query_names_are_refused() {
         for name in [
-            "", " ", "..", ".", "%2e%2e", "%252e%252e", "../x", "a/b", "a\\b", "a%2fb", "a?b",
-            "a#b", "a\nb", "a%0Ab",
+            "",
+            " ",
+            "..",
+            ".",
+            "%2e%2e",
+            "%252e%252e",
+            "../x",
+            "a/b",
+            "a\\b",
+            "a%2fb",
+            "a?b",
+            "a#b",
+            "a\nb",
+            "a%0Ab",
         ] {
             assert!(check_query_name(name).is_err(), "{name:?} was accepted");
         }

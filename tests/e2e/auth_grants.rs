@@ -71,7 +71,11 @@ pub async fn login(ionapi: &Path, state_dir: &Path) -> crate::support::Run {
     };
     assert!(url.contains("code_challenge_method=S256"), "{url}");
     // The browser: the simulator consents and redirects to the loopback listener.
-    let page = ionflow_runtime::tls::client().get(&url).send().await.unwrap();
+    let page = ionflow_runtime::tls::client()
+        .get(&url)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), 200, "the callback page answered");
     let output = child.wait_with_output().await.unwrap();
     let mut rest = String::new();
@@ -160,7 +164,9 @@ async fn sim_expire(sim: &ionflow_sim::Simulator) {
 async fn saml_bearer_with_a_portal_assertion() {
     let sim = simulator(20).await;
     let (dir, ionapi) = workdir(&sim);
-    let assertion = ionflow_runtime::tls::client().get(format!("{}/__sim/saml-assertion", sim.base_url())).send()
+    let assertion = ionflow_runtime::tls::client()
+        .get(format!("{}/__sim/saml-assertion", sim.base_url()))
+        .send()
         .await
         .unwrap()
         .text()

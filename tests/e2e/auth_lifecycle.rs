@@ -181,7 +181,9 @@ async fn three_rotations_then_a_crash_before_saving_is_recovered() {
 }
 
 async fn issued_tokens_of(sim: &ionflow_sim::Simulator) -> Vec<String> {
-    let body: serde_json::Value = ionflow_runtime::tls::client().get(format!("{}/__sim/tokens", sim.base_url())).send()
+    let body: serde_json::Value = ionflow_runtime::tls::client()
+        .get(format!("{}/__sim/tokens", sim.base_url()))
+        .send()
         .await
         .unwrap()
         .json()
@@ -268,7 +270,9 @@ async fn a_run_revokes_its_refresh_token_at_the_end() {
 
     // The revoked grant's access token no longer opens the gateway.
     let access = {
-        let body: serde_json::Value = ionflow_runtime::tls::client().get(format!("{}/__sim/tokens", sim.base_url())).send()
+        let body: serde_json::Value = ionflow_runtime::tls::client()
+            .get(format!("{}/__sim/tokens", sim.base_url()))
+            .send()
             .await
             .unwrap()
             .json()

@@ -69,7 +69,9 @@ async fn start_sim(args: &[&str]) -> (tokio::process::Child, String) {
 }
 
 async fn messages(base: &str) -> Vec<serde_json::Value> {
-    reqwest::get(format!("{base}/__sim/messages"))
+    ionflow_runtime::tls::client()
+        .get(format!("{base}/__sim/messages"))
+        .send()
         .await
         .unwrap()
         .json::<Vec<serde_json::Value>>()

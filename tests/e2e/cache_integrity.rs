@@ -10,7 +10,11 @@ use std::path::{Path, PathBuf};
 use crate::support::{chmod, ionflow, run, simulator, workdir};
 
 fn mode(path: &Path) -> u32 {
-    std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o777
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777
 }
 
 fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
@@ -47,7 +51,10 @@ async fn a_tampered_or_exposed_artifact_is_compiled_again() {
     assert_eq!(artifacts.len(), 1, "{artifacts:?}");
     let artifact = artifacts[0].clone();
     let record = artifact.with_extension("sha256");
-    assert_eq!((mode(&cache), mode(&artifact), mode(&record)), (0o700, 0o600, 0o600));
+    assert_eq!(
+        (mode(&cache), mode(&artifact), mode(&record)),
+        (0o700, 0o600, 0o600)
+    );
     assert!(!whoami().await.contains(REFUSED), "a good artifact loads");
 
     // 400 flipped bytes in the middle of the machine code.
@@ -69,13 +76,19 @@ async fn a_tampered_or_exposed_artifact_is_compiled_again() {
     // Writable by others, even with the right bytes.
     chmod(&artifact, 0o666);
     let stderr = whoami().await;
-    assert!(stderr.contains(REFUSED) && stderr.contains("others may write"), "{stderr}");
+    assert!(
+        stderr.contains(REFUSED) && stderr.contains("others may write"),
+        "{stderr}"
+    );
     assert_eq!(mode(&artifact), 0o600);
 
     // A record that others may write is no record.
     chmod(&record, 0o622);
     let stderr = whoami().await;
-    assert!(stderr.contains(REFUSED) && stderr.contains("others may write"), "{stderr}");
+    assert!(
+        stderr.contains(REFUSED) && stderr.contains("others may write"),
+        "{stderr}"
+    );
     assert_eq!(mode(&record), 0o600);
 
     // A link in place of the artifact (to a copy of the right bytes).
@@ -92,7 +105,10 @@ async fn a_tampered_or_exposed_artifact_is_compiled_again() {
     if me == 0 {
         std::os::unix::fs::chown(&artifact, Some(65534), None).unwrap();
         let stderr = whoami().await;
-        assert!(stderr.contains(REFUSED) && stderr.contains("user id 65534"), "{stderr}");
+        assert!(
+            stderr.contains(REFUSED) && stderr.contains("user id 65534"),
+            "{stderr}"
+        );
         assert_eq!(std::fs::metadata(&artifact).unwrap().uid(), me);
     }
 

@@ -100,7 +100,10 @@ async fn special_and_oversized_credentials_files_are_refused_at_once() {
     let zero = dir.path().join("zero.ionapi");
     std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
     let fifo = dir.path().join("fifo.ionapi");
-    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
     assert!(made.success(), "mkfifo");
     let huge = dir.path().join("huge.ionapi");
     let file = std::fs::File::create(&huge).unwrap();
@@ -134,7 +137,11 @@ async fn special_and_oversized_credentials_files_are_refused_at_once() {
             )
             .await
             .unwrap_or_else(|_| panic!("{args:?} hung"));
-            eprintln!("{args:?}: exit {} after {:?}", result.code, started.elapsed());
+            eprintln!(
+                "{args:?}: exit {} after {:?}",
+                result.code,
+                started.elapsed()
+            );
             assert_eq!(result.code, 2, "{args:?}: {}", result.all_output());
             assert!(
                 result.stderr.contains(expected)

@@ -50,7 +50,10 @@ async fn a_seconds_schedule_fires_once_per_second_and_reports_status() {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     let status = loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let answer = ionflow_runtime::tls::client().get(format!("http://127.0.0.1:{status_port}/status")).send().await;
+        let answer = ionflow_runtime::tls::client()
+            .get(format!("http://127.0.0.1:{status_port}/status"))
+            .send()
+            .await;
         if let Ok(answer) = answer {
             let status: serde_json::Value = answer.json().await.unwrap();
             if status[0]["runs"].as_u64().unwrap_or(0) >= 3 || std::time::Instant::now() > deadline

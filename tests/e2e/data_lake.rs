@@ -20,7 +20,7 @@ async fn put(sim: &ionflow_sim::Simulator, name: &str, bytes: &[u8]) -> String {
         "document_name": name,
         "content_base64": base64::engine::general_purpose::STANDARD.encode(bytes),
     });
-    let answer: Value = reqwest::Client::new()
+    let answer: Value = ionflow_runtime::tls::client()
         .post(format!("{}/__sim/datalake", sim.base_url()))
         .json(&body)
         .send()

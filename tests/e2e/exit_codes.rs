@@ -69,7 +69,7 @@ async fn every_exit_code_in_the_readme_is_declared_and_produced() {
             "exit code {code}: {}",
             result.all_output()
         );
-        reqwest::Client::new()
+        ionflow_runtime::tls::client()
             .delete(format!("{}/__sim/faults", sim.base_url()))
             .send()
             .await

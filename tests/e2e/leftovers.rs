@@ -60,7 +60,11 @@ async fn the_next_run_removes_what_a_killed_run_left() {
     let tokens = state.join("tokens");
     let dead_tmp = tokens.join(format!("0123456789abcdef.json.tmp{killed_pid}-12345"));
     let live_tmp = tokens.join(format!("0123456789abcdef.json.tmp{}-1", std::process::id()));
-    std::fs::write(&dead_tmp, r#"{"key":"k","version":1,"value":"a token set"}"#).unwrap();
+    std::fs::write(
+        &dead_tmp,
+        r#"{"key":"k","version":1,"value":"a token set"}"#,
+    )
+    .unwrap();
     std::fs::write(&live_tmp, "being written").unwrap();
     // Another program's file that merely looks partial, and a partial a
     // live writer holds (this test, locking it): neither is ionflow's to remove.
@@ -82,10 +86,19 @@ async fn the_next_run_removes_what_a_killed_run_left() {
         .env("IONFLOW_STATE_DIR", &state))
     .await;
     assert_eq!(result.code, 0, "{}", result.all_output());
-    assert!(!left[0].exists(), "the killed run's partial output was removed");
-    assert!(!dead_tmp.exists(), "the killed run's token temp file was removed");
+    assert!(
+        !left[0].exists(),
+        "the killed run's partial output was removed"
+    );
+    assert!(
+        !dead_tmp.exists(),
+        "the killed run's token temp file was removed"
+    );
     assert!(live_tmp.exists(), "a live writer's temp file stays");
-    assert!(foreign.exists() && held.exists(), "files ionflow may not own stay");
+    assert!(
+        foreign.exists() && held.exists(),
+        "files ionflow may not own stay"
+    );
     assert!(dir.path().join("out.jsonl").exists());
     assert_eq!(partials(dir.path()).len(), 2, "only the two kept files");
     sim.shutdown().await;

@@ -220,7 +220,11 @@ path = "{name}.dead.jsonl"
 }
 
 async fn get(url: &str) -> (u16, String, String) {
-    let answer = reqwest::get(url).await.unwrap();
+    let answer = ionflow_runtime::tls::client()
+        .get(url)
+        .send()
+        .await
+        .unwrap();
     let status = answer.status().as_u16();
     let content_type = answer
         .headers()
@@ -271,7 +275,11 @@ async fn metrics_on_an_open_address_match_the_runs_and_show_no_secret_or_record(
     let deadline = Instant::now() + Duration::from_secs(60);
     let (status, metrics) = loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        if let Ok(answer) = reqwest::get(format!("{base}/status")).await {
+        if let Ok(answer) = ionflow_runtime::tls::client()
+            .get(format!("{base}/status"))
+            .send()
+            .await
+        {
             let status: serde_json::Value = answer.json().await.unwrap();
             let done = status["pipelines"]
                 .as_array()
@@ -281,7 +289,9 @@ async fn metrics_on_an_open_address_match_the_runs_and_show_no_secret_or_record(
             if done {
                 let metrics = get(&format!("{base}/metrics")).await;
                 // Still the same runs once the metrics were read.
-                let again: serde_json::Value = reqwest::get(format!("{base}/status"))
+                let again: serde_json::Value = ionflow_runtime::tls::client()
+                    .get(format!("{base}/status"))
+                    .send()
                     .await
                     .unwrap()
                     .json()
@@ -464,7 +474,9 @@ fn events(log: &str, name: &str) -> Vec<serde_json::Value> {
 }
 
 async fn status_of(port: u16) -> Option<serde_json::Value> {
-    reqwest::get(format!("http://127.0.0.1:{port}/status"))
+    ionflow_runtime::tls::client()
+        .get(format!("http://127.0.0.1:{port}/status"))
+        .send()
         .await
         .ok()?
         .json()

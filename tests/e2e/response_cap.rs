@@ -173,7 +173,9 @@ retry = {{ max_retries = 0 }}
         );
         assert_eq!(result.code, 1, "{kind}: {}", result.all_output());
         assert!(
-            result.stderr.contains(&format!("exceeds the limit of {CAP} bytes"))
+            result
+                .stderr
+                .contains(&format!("exceeds the limit of {CAP} bytes"))
                 && result.stderr.contains("IONFLOW_MAX_RESPONSE_BYTES"),
             "{kind}: the error names the limit: {}",
             result.stderr

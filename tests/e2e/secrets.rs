@@ -194,13 +194,14 @@ async fn the_simulator_command_keeps_its_secrets_out_of_its_logs() {
 
         let iu: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&ionapi).unwrap()).unwrap();
-        let tokens: serde_json::Value =
-            ionflow_runtime::tls::client().get(format!("{}/__sim/tokens", iu["iu"].as_str().unwrap())).send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+        let tokens: serde_json::Value = ionflow_runtime::tls::client()
+            .get(format!("{}/__sim/tokens", iu["iu"].as_str().unwrap()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         sim.start_kill().unwrap();
         let output = sim.wait_with_output().await.unwrap();
         let logs = format!(
@@ -448,7 +449,12 @@ async fn a_token_endpoint_that_echoes_the_form_leaks_nothing() {
     ];
 
     let mut outputs = Vec::new();
-    for mode in [Echo::Html, Echo::Description, Echo::ErrorCode, Echo::RevocationOnly] {
+    for mode in [
+        Echo::Html,
+        Echo::Description,
+        Echo::ErrorCode,
+        Echo::RevocationOnly,
+    ] {
         *server.mode.lock().unwrap() = mode;
         for connection in &connections {
             for format in ["text", "json"] {
@@ -503,16 +509,29 @@ async fn a_token_endpoint_that_echoes_the_form_leaks_nothing() {
         }
     }
     assert!(
-        received.authorizations.iter().any(|a| a.starts_with("Basic ")),
+        received
+            .authorizations
+            .iter()
+            .any(|a| a.starts_with("Basic ")),
         "both client authentications were tried"
     );
     assert!(
-        received.bodies.iter().any(|b| b.contains("token_type_hint")),
+        received
+            .bodies
+            .iter()
+            .any(|b| b.contains("token_type_hint")),
         "a revocation was echoed"
     );
     let secrets: Vec<String> = secrets.into_iter().filter(|s| s.len() >= 8).collect();
-    assert!(secrets.iter().any(|s| s.contains("%23")), "form-encoded spellings are checked");
+    assert!(
+        secrets.iter().any(|s| s.contains("%23")),
+        "form-encoded spellings are checked"
+    );
     for output in &outputs {
-        assert_no_secret(output, &secrets, "the output of a run against an echoing endpoint");
+        assert_no_secret(
+            output,
+            &secrets,
+            "the output of a run against an echoing endpoint",
+        );
     }
 }

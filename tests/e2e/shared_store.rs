@@ -142,7 +142,9 @@ async fn readiness_follows_the_store_and_missed_ticks_run_once_after_an_outage()
         .spawn()
         .unwrap();
     let ready = || async move {
-        reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+        ionflow_runtime::tls::client()
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
             .await
             .map(|a| a.status().as_u16())
             .unwrap_or(0)

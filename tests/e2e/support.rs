@@ -138,7 +138,9 @@ pub fn file_secrets(ionapi: &Path) -> Vec<String> {
 
 /// Every access and refresh token the simulator issued.
 pub async fn issued_tokens(sim: &Simulator) -> Vec<String> {
-    let body: serde_json::Value = ionflow_runtime::tls::client().get(format!("{}/__sim/tokens", sim.base_url())).send()
+    let body: serde_json::Value = ionflow_runtime::tls::client()
+        .get(format!("{}/__sim/tokens", sim.base_url()))
+        .send()
         .await
         .unwrap()
         .json()
@@ -275,7 +277,9 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 }
 
 pub async fn sim_get(sim: &Simulator, path: &str) -> serde_json::Value {
-    ionflow_runtime::tls::client().get(format!("{}/__sim/{path}", sim.base_url())).send()
+    ionflow_runtime::tls::client()
+        .get(format!("{}/__sim/{path}", sim.base_url()))
+        .send()
         .await
         .unwrap()
         .json()

@@ -9,7 +9,13 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::support::{ionflow, run, simulator, workdir};
 
-fn gateway_pipeline(dir: &Path, ionapi: &Path, name: &str, path: &str, query: &str) -> std::path::PathBuf {
+fn gateway_pipeline(
+    dir: &Path,
+    ionapi: &Path,
+    name: &str,
+    path: &str,
+    query: &str,
+) -> std::path::PathBuf {
     let file = dir.join(format!("{name}.toml"));
     // A TOML literal string keeps backslashes and percent signs as they are.
     std::fs::write(
@@ -82,7 +88,11 @@ async fn hostile_gateway_paths_never_leave_the_tenant() {
         assert!(!dir.path().join("out.jsonl.partial").exists());
     }
 
-    let hostile_query_names = [r#""../../other" = "1""#, r#""%2e%2e" = "1""#, r#""a/b" = "1""#];
+    let hostile_query_names = [
+        r#""../../other" = "1""#,
+        r#""%2e%2e" = "1""#,
+        r#""a/b" = "1""#,
+    ];
     for query in hostile_query_names {
         let pipeline = gateway_pipeline(
             dir.path(),

@@ -99,7 +99,7 @@ path = "out.jsonl"
             );
         }
         assert!(!result.stderr.contains("without a"), "{}", result.stderr);
-        reqwest::Client::new()
+        ionflow_runtime::tls::client()
             .delete(format!("{}/__sim/faults", sim.base_url()))
             .send()
             .await
@@ -271,7 +271,7 @@ async fn a_write_that_may_be_repeated_stops_the_run_with_5_once_its_retries_are_
             !dir.path().join("dead.jsonl").exists(),
             "{sink}: a record that may be sent again is not dead-lettered"
         );
-        reqwest::Client::new()
+        ionflow_runtime::tls::client()
             .delete(format!("{}/__sim/faults", sim.base_url()))
             .send()
             .await
@@ -315,7 +315,7 @@ async fn a_token_endpoint_that_does_not_answer_stops_a_write_run_at_once() {
         );
         // One token request's timeout (1 s), not one per record.
         assert!(took.as_secs_f64() < 10.0, "{fault}: took {took:?}");
-        reqwest::Client::new()
+        ionflow_runtime::tls::client()
             .delete(format!("{}/__sim/token-faults", sim.base_url()))
             .send()
             .await

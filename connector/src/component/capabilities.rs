@@ -1,8 +1,8 @@
 //! Thin wrappers over the imports the host lends: transport, token store, log.
 
 use super::ionflow::gateway::{log, token_store, transport, types};
-pub use transport::OutgoingRequest;
 use crate::error::ConnectorError;
+pub use transport::OutgoingRequest;
 
 pub fn now_unix() -> u64 {
     std::time::SystemTime::now()

@@ -29,8 +29,14 @@ async fn the_example_host_asks_users_me_with_one_token_and_prints_no_secret() {
     assert_eq!(counters.wrong_host, 0);
 
     let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&ionapi).unwrap()).unwrap();
-    let tokens: serde_json::Value =
-        ionflow_runtime::tls::client().get(format!("{}/__sim/tokens", sim.base_url())).send().await.unwrap().json().await.unwrap();
+    let tokens: serde_json::Value = ionflow_runtime::tls::client()
+        .get(format!("{}/__sim/tokens", sim.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let mut secrets: Vec<String> = ["cs", "saak", "sask"].map(|k| file[k].as_str().unwrap().to_owned()).into();
     strings(&tokens, &mut secrets);
     assert!(secrets.len() > 3, "the simulator lists the tokens it issued");

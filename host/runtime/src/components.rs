@@ -258,6 +258,24 @@ fn compile_cached(
     Ok(component)
 }
 
+/// The artifact of `digest` in `dir`, when one is there that this process
+/// would load (owned, private, matching its recorded SHA-256); for
+/// `ionflow connector precompile`, which must say whether it worked.
+pub(crate) fn trusted_artifact(
+    engine: &Engine,
+    digest: ComponentDigest,
+    dir: &Path,
+) -> Result<PathBuf, String> {
+    let key = CacheKey::new(engine, digest);
+    let path = key.artifact_path(dir);
+    match load_artifact(engine, &key, &path) {
+        Ok(Some(_)) => Ok(path),
+        Ok(None) => Err(format!("{} was not written", path.display())),
+        Err(Refusal::Unrecorded) => Err(format!("{} has no recorded digest", path.display())),
+        Err(Refusal::Untrusted(why)) => Err(format!("{}: {why}", path.display())),
+    }
+}
+
 /// The largest artifact read back; the embedded connector's is about 1 MiB.
 const MAX_ARTIFACT_BYTES: u64 = 256 * 1024 * 1024;
 /// A digest record is three short lines.
@@ -421,7 +439,9 @@ fn load_artifact(
     // writable by no one else, in a folder no one else may write.
     match unsafe { Component::deserialize(engine, &bytes) } {
         Ok(component) => Ok(Some(component)),
-        Err(e) => Err(Refusal::Untrusted(format!("wasmtime cannot load it ({e:#})"))),
+        Err(e) => Err(Refusal::Untrusted(format!(
+            "wasmtime cannot load it ({e:#})"
+        ))),
     }
 }
 

@@ -262,19 +262,14 @@ pub fn precompile_embedded(cache_dir: &Path) -> anyhow::Result<PathBuf> {
         components::compile(&engine, EMBEDDED_CONNECTOR, "embedded", Some(cache_dir))?;
     drop(component);
     // The cache never fails a run that cannot write it; this command exists
-    // to write it, so check that the artifact is there and loads.
-    let path = components::cache_path(&engine, digest, cache_dir);
-    // SAFETY: `compile` just wrote (or found) this file for this component
-    // and engine in the cache folder the caller chose.
-    unsafe { wasmtime::component::Component::deserialize_file(&engine, &path) }
-        .map_err(anyhow::Error::from)
-        .with_context(|| {
-            format!(
-                "could not write the precompiled connector to {}: check that the folder \
-                 exists or can be created and is writable",
-                path.display()
-            )
-        })?;
+    // to write it, so check that the artifact is there and would be loaded.
+    let path = components::trusted_artifact(&engine, digest, cache_dir).map_err(|why| {
+        anyhow::anyhow!(
+            "could not write the precompiled connector ({why}): check that {} exists or can be \
+             created, is yours and is writable",
+            cache_dir.display()
+        )
+    })?;
     Ok(path)
 }
 

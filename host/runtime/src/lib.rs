@@ -72,8 +72,8 @@ pub mod observe;
 pub mod private_files;
 mod rate_limit;
 mod secret;
-mod token;
 pub mod tls;
+mod token;
 
 pub use bindings::exports::ionflow::gateway::auth::{
     AuthorizationStart, ClientAuth, ConnectionInfo, Finding, Grant, Inspection,

@@ -204,7 +204,10 @@ mod tests {
         fs::write(&file, "x").unwrap();
         fs::set_permissions(&file, fs::Permissions::from_mode(0o666)).unwrap();
         write(&file, b"y").unwrap();
-        assert_eq!((mode(&file), fs::read_to_string(&file).unwrap().as_str()), (0o600, "y"));
+        assert_eq!(
+            (mode(&file), fs::read_to_string(&file).unwrap().as_str()),
+            (0o600, "y")
+        );
         fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
         drop(open(&file).unwrap());
         assert_eq!(mode(&file), 0o600);

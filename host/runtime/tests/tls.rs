@@ -26,13 +26,14 @@ async fn https_server() -> u16 {
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
     let key = PrivateKeyDer::from_pem_slice(SERVER_KEY).unwrap();
-    let config =
-        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -116,5 +117,8 @@ async fn a_certificate_for_another_name_is_refused() {
         .await
         .unwrap_err();
     assert!(error.is_connect(), "{error:?}");
-    assert!(format!("{error:?}").contains("NotValidForName"), "{error:?}");
+    assert!(
+        format!("{error:?}").contains("NotValidForName"),
+        "{error:?}"
+    );
 }

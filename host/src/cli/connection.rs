@@ -96,7 +96,10 @@ pub struct WhoamiArgs {
 /// The user, display name, tenant and grant of a connection, in one line.
 pub async fn whoami(args: WhoamiArgs) -> anyhow::Result<Exit> {
     let session = Diagnostic::begin(&args.connection).await?;
-    let response = session.connection.call(get(ifs::USERS_ME_PATH, vec![])).await;
+    let response = session
+        .connection
+        .call(get(ifs::USERS_ME_PATH, vec![]))
+        .await;
     let info = session.connection.info().clone();
     session.end().await;
     let response = response.with_context(|| format!("GET {}", ifs::USERS_ME_PATH))?;

@@ -2,8 +2,8 @@
 //! where its documentation is. The lines come from the `source_kinds!` and
 //! `sink_kinds!` registries, so a new kind is listed without touching this.
 
-use super::output::outln;
 use super::Exit;
+use super::output::outln;
 
 pub fn list(json: bool) -> anyhow::Result<Exit> {
     let groups: [(&str, &[(&str, &str)]); 3] = [

@@ -29,10 +29,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 pub use exit::Exit;
 
+use crate::config::ConfigError;
 use crate::grants::Grants;
 use crate::store::setting::HostConfig;
 use crate::store::{Storage, StoreSetting};
-use crate::config::ConfigError;
 use ionflow_runtime::capabilities::TokenStore;
 use ionflow_runtime::{DEFAULT_MAX_RESPONSE_BYTES, Runtime, SandboxLimits};
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::output::outln;
-use super::{Exit, new_runtime, parse_vars};
+use super::{Exit, new_session, parse_vars};
 use crate::pipeline::run_lock::RunLock;
 use crate::pipeline::{Pipeline, Variables};
 
@@ -31,9 +31,14 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<Exit> {
     // A run appending to the same dead letter meanwhile would be lost in
     // the rewrite: one at a time, with the run's lock.
     let _lock = RunLock::try_acquire(&super::state_dir()?, &args.pipeline)?;
-    let runtime = new_runtime().await?;
+    let (runtime, grants) = new_session().await?;
     let summary = pipeline
-        .replay(&runtime, &args.dead_letter, super::shutdown_signal())
+        .replay(
+            &runtime,
+            &grants,
+            &args.dead_letter,
+            super::shutdown_signal(),
+        )
         .await?;
     if args.json {
         outln!("{}", serde_json::to_string(&summary)?);

@@ -701,7 +701,13 @@ impl Pipeline {
         const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
         let stopping = std::sync::atomic::AtomicBool::new(false);
         let max_response_bytes = runtime.limits().response_bytes;
-        let run = self.run_with(&connections, max_response_bytes, options, &progress, &stopping);
+        let run = self.run_with(
+            &connections,
+            max_response_bytes,
+            options,
+            &progress,
+            &stopping,
+        );
         tokio::pin!(run, stop);
         let outcome = tokio::select! {
             outcome = &mut run => outcome,
@@ -960,7 +966,7 @@ impl Pipeline {
             }
         }
         if let Some(dl) = dead_letter {
-            summary.records_dead_lettered = dl.written as u64;
+            summary.records_dead_lettered = dl.written;
             if dl.written > 0 {
                 summary.dead_letter = Some(dl.path().to_owned());
             }

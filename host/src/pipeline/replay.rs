@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use super::retry::RunStats;
 use super::sinks::{Outcome, SinkContext, SinkWriter};
 use super::{Interrupted, Pipeline, RunOptions};
+use crate::grants::Grants;
 use ionflow_runtime::Runtime;
 
 /// What a replay did.
@@ -42,17 +43,17 @@ impl Pipeline {
     pub async fn replay(
         &self,
         runtime: &Runtime,
+        grants: &Grants,
         file: &Path,
         stop: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<ReplaySummary> {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("cannot read the dead-letter file {}", file.display()))?;
         let connections = self.open_connections(runtime).await?;
+        // Held like a run's ([`Session::Once`](super::Session::Once)).
+        let held = self.hold_grants(grants, &connections, false).await?;
         let stats = Arc::new(RunStats::default());
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("ionflow/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("could not build the HTTP client")?;
+        let http = super::http::HttpClient::new(runtime.limits().response_bytes)?;
         let state = match &self.config.state {
             Some(_) => self.stored_watermarks().await?.values(),
             None => BTreeMap::new(),
@@ -160,7 +161,7 @@ impl Pipeline {
             let mut outcome = Outcome::default();
             sink.finish(&mut outcome).await?;
         }
-        self.revoke(&connections).await;
+        self.release_grants(grants, &held, &connections).await;
         rewrite(file, &remaining)?;
         if stopped {
             return Err(Interrupted.into());

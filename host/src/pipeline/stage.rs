@@ -317,7 +317,9 @@ fn run_chunk(
         let part = std::cell::Cell::new(0);
         let first = &transforms[0].limits;
         let result = sandbox::guarded(progress, step, first.time, || {
-            run_record(transforms, &globals, input, text, &mut out, progress, step, &part)
+            run_record(
+                transforms, &globals, input, text, &mut out, progress, step, &part,
+            )
         });
         let outcome = match result {
             Ok(Ok(Some(values))) => Outcome::Records(values),

@@ -135,7 +135,7 @@ impl Guard {
         }
         let ticks = self.ticks.get().wrapping_add(1);
         self.ticks.set(ticks);
-        if ticks % 1024 == 0 && Instant::now() >= self.deadline {
+        if ticks.is_multiple_of(1024) && Instant::now() >= self.deadline {
             sandbox::raise(Limit::Time);
         }
     }

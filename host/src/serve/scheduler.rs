@@ -16,8 +16,8 @@ use super::status::{PipelineStatus, Shared};
 use crate::config::{MissedRuns, Overlap};
 use crate::grants::Grants;
 use crate::metrics::metrics;
-use crate::pipeline::{HeldGrant, Pipeline, Session};
 use crate::pipeline::run_lock::RunLock;
+use crate::pipeline::{HeldGrant, Pipeline, Session};
 use crate::store::{Claim, RunState, Storage, TickLease};
 use ionflow_runtime::Runtime;
 
@@ -26,6 +26,10 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopping| *stopping).await;
 }
 
+/// The grants held for each pipeline, by name, with the definition they
+/// were held for.
+pub(super) type HeldByPipeline = BTreeMap<String, (Arc<Pipeline>, Vec<HeldGrant>)>;
+
 /// What a scheduler needs besides its pipeline: shared by all of them.
 #[derive(Clone)]
 pub(super) struct Context {
@@ -33,7 +37,7 @@ pub(super) struct Context {
     pub grants: Arc<Grants>,
     /// The grants held for each pipeline, by name, until shutdown, with the
     /// definition they were held for.
-    pub held: Arc<tokio::sync::Mutex<BTreeMap<String, (Arc<Pipeline>, Vec<HeldGrant>)>>>,
+    pub held: Arc<tokio::sync::Mutex<HeldByPipeline>>,
     pub storage: Arc<dyn Storage>,
     pub board: Shared,
     pub state_dir: PathBuf,
@@ -68,8 +72,7 @@ pub(super) async fn hold_grants(ctx: &Context, pipeline: &Arc<Pipeline>) -> anyh
     let grants = pipeline
         .hold_grants(&ctx.grants, &connections, true)
         .await?;
-    if let Some((old, old_grants)) =
-        held.insert(pipeline.name.clone(), (pipeline.clone(), grants))
+    if let Some((old, old_grants)) = held.insert(pipeline.name.clone(), (pipeline.clone(), grants))
     {
         release_held(ctx, &old, &old_grants).await;
     }

@@ -257,7 +257,10 @@ impl FileWriter {
             .unwrap_or(Path::new("."));
         remove_abandoned_partials(folder);
         let mut partial = path.as_os_str().to_owned();
-        partial.push(format!("{PARTIAL_MARK}{}{PARTIAL_SUFFIX}", std::process::id()));
+        partial.push(format!(
+            "{PARTIAL_MARK}{}{PARTIAL_SUFFIX}",
+            std::process::id()
+        ));
         let partial = PathBuf::from(partial);
         let file = File::create(&partial)
             .with_context(|| format!("could not create {}", partial.display()))?;
@@ -439,12 +442,20 @@ mod tests {
         let lock = File::create(&held).unwrap();
         lock.lock().unwrap();
         let w = FileWriter::create(&dir.path().join("g.jsonl"), Layout::Jsonl).unwrap();
-        assert!(!dir.path().join(names[0]).exists(), "a dead writer's partial goes");
+        assert!(
+            !dir.path().join(names[0]).exists(),
+            "a dead writer's partial goes"
+        );
         for kept in &names[1..] {
             assert!(dir.path().join(kept).exists(), "{kept} is kept");
         }
         assert!(held.exists(), "a locked partial is kept");
-        assert!(w.partial.to_str().unwrap().ends_with(&format!(".ionflow-{}.partial", std::process::id())));
+        assert!(
+            w.partial
+                .to_str()
+                .unwrap()
+                .ends_with(&format!(".ionflow-{}.partial", std::process::id()))
+        );
         drop(w);
         assert_eq!(partial_writer("x.ionflow-12.partial"), Some(12));
         assert_eq!(partial_writer("x.partial"), None);

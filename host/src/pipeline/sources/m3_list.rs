@@ -141,10 +141,7 @@ impl M3ListReader {
     }
 
     /// Starts the call for the page at `next_key` (or the start key) as a task.
-    fn start_call(
-        &self,
-        maxrecs: u32,
-    ) -> tokio::task::JoinHandle<anyhow::Result<GatewayResponse>> {
+    fn start_call(&self, maxrecs: u32) -> tokio::task::JoinHandle<anyhow::Result<GatewayResponse>> {
         let mut query = self.query.clone();
         if let Some(key) = self.next_key.as_ref().or(self.start_key.as_ref()) {
             query.push((self.key_field.clone(), key.clone()));
@@ -189,7 +186,9 @@ impl M3ListReader {
             Some(call) => call,
             None => self.start_call(maxrecs),
         };
-        let response = call.await.context("the call for the next M3 page stopped")??;
+        let response = call
+            .await
+            .context("the call for the next M3 page stopped")??;
         let mut records = m3::records(response.status, &response.body, &self.transaction)?;
         let fetched = records.len();
         if continuing

@@ -282,14 +282,19 @@ mod tests {
     fn temp_files_of_dead_writers_are_removed_at_open() {
         let dir = tempfile::tempdir().unwrap();
         let dead = dir.path().join("0123abcd.json.tmp2147483632-42");
-        let live = dir.path().join(format!("0123abcd.json.tmp{}-7", std::process::id()));
+        let live = dir
+            .path()
+            .join(format!("0123abcd.json.tmp{}-7", std::process::id()));
         let entry = dir.path().join("0123abcd.json");
         for path in [&dead, &live, &entry] {
             fs::write(path, "{}").unwrap();
         }
         FileTokenStore::open(dir.path()).unwrap();
         assert!(!dead.exists(), "a dead writer's temp file is removed");
-        assert!(live.exists() && entry.exists(), "a live write and entries stay");
+        assert!(
+            live.exists() && entry.exists(),
+            "a live write and entries stay"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread")]
