@@ -423,6 +423,9 @@ mod tests {
     fn names_follow_prometheus_conventions() {
         metrics().retried("m3", RetryReason::RateLimited);
         metrics().store_error("claiming a tick");
+        // A family shows in the text once it has a value.
+        let ended: anyhow::Result<crate::pipeline::Summary> = Err(anyhow::anyhow!("failed"));
+        metrics().run_ended("p", &ended, std::time::Duration::from_millis(1500));
         let text = encode();
         assert!(text.ends_with("# EOF\n"), "{text}");
         assert!(

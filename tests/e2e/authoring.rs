@@ -647,7 +647,8 @@ async fn list_names_every_kind_of_the_schema_and_its_docs_section() {
     let docs = docs();
     let mut kinds = Vec::new();
     collect_kinds(&schema, &mut kinds);
-    assert!(kinds.len() >= 17, "{kinds:?}");
+    // 7 sources, jq, 9 sinks; `file`, `gateway` and `http` are both.
+    assert!(kinds.len() >= 14, "{kinds:?}");
     for kind in &kinds {
         let line = result
             .stdout
@@ -879,10 +880,7 @@ kind = "count"
     assert_eq!(result.code, 0, "{}", result.all_output());
     let shown: serde_json::Value = serde_json::from_str(&result.stdout).unwrap();
     assert!(
-        shown["kept_in"]
-            .as_str()
-            .unwrap()
-            .starts_with("postgres://"),
+        shown["kept_in"].as_str().unwrap().contains("postgres://"),
         "{shown}"
     );
     assert!(!shown["kept_in"].as_str().unwrap().contains("PASSWORD"));

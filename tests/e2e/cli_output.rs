@@ -167,7 +167,7 @@ async fn configuration_mistakes_on_the_command_line_exit_2() {
                 "--status-addr".into(),
                 "10.1.2.3:9187".into(),
             ],
-            "--status-addr 10.1.2.3:9187: the status endpoint listens on loopback only",
+            "--status-addr 10.1.2.3:9187: cannot listen there",
         ),
         (
             vec![

@@ -120,9 +120,16 @@ async fn an_order_key_keeps_each_items_changes_in_sequence() {
     let records: Vec<Value> = ["A", "B", "A", "C", "A", "D", "E", "F"]
         .iter()
         .enumerate()
-        .map(|(seq, key)| json!({"key": key, "seq": seq}))
+        .map(|(seq, key)| json!({"key": key, "seq": seq, "mark": format!("mark{seq}x")}))
         .collect();
-    let slow_first = json!({"path_prefix": "IONSERVICES/", "count": 1, "delay_ms": 400});
+    // The slow call is the first record's, whichever call reaches the
+    // simulator first: the fault picks it by the mark in its body.
+    let slow_first = json!({
+        "path_prefix": "IONSERVICES/",
+        "count": 1,
+        "delay_ms": 400,
+        "body_contains": "mark0x",
+    });
 
     let sim = simulator(1).await;
     let (dir, ionapi) = workdir(&sim);

@@ -56,7 +56,8 @@ async fn a_seconds_schedule_fires_once_per_second_and_reports_status() {
             .await;
         if let Ok(answer) = answer {
             let status: serde_json::Value = answer.json().await.unwrap();
-            if status[0]["runs"].as_u64().unwrap_or(0) >= 3 || std::time::Instant::now() > deadline
+            if status["pipelines"][0]["runs"].as_u64().unwrap_or(0) >= 3
+                || std::time::Instant::now() > deadline
             {
                 break status;
             }
@@ -111,7 +112,7 @@ async fn a_seconds_schedule_fires_once_per_second_and_reports_status() {
     );
     assert_eq!(counters.revocations, 1, "revoked once, at shutdown");
 
-    let entry = &status[0];
+    let entry = &status["pipelines"][0];
     assert!(entry["runs"].as_u64().unwrap() >= 2, "{status}");
     assert!(entry["next_run"].is_string(), "{status}");
     assert_eq!(entry["last_summary"]["records_out"], 20, "{status}");

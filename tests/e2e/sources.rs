@@ -433,7 +433,7 @@ path = "dead.jsonl"
         dead[1]["error"]
             .as_str()
             .unwrap()
-            .contains("budget of 50 ms"),
+            .contains("time limit of 50 ms"),
         "{}",
         dead[1]
     );

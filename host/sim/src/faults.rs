@@ -53,6 +53,10 @@ pub(crate) struct Fault {
     /// Start a 200 answer and cut the connection midway.
     #[serde(default)]
     pub(crate) drop_connection: bool,
+    /// Only calls whose request body contains this text (one record's key,
+    /// say), so that a test can slow down one call among concurrent ones.
+    #[serde(default)]
+    pub(crate) body_contains: Option<String>,
 }
 
 /// What a fault does to one call.
@@ -84,10 +88,39 @@ impl Faults {
         self.take_for(Endpoint::Gateway, path)
     }
 
+    /// Whether a pending business-call fault for `path` looks into bodies:
+    /// only then does the gateway read a body before passing it on.
+    pub(crate) fn reads_body(&self, path: &str) -> bool {
+        self.pending
+            .iter()
+            .any(|f| f.matches(Endpoint::Gateway, path) && f.body_contains.is_some())
+    }
+
+    /// [`Self::take`] for a call whose body is known.
+    pub(crate) fn take_with_body(&mut self, path: &str, body: &[u8]) -> Option<Fault> {
+        self.take_matching(Endpoint::Gateway, path, Some(body))
+    }
+
     /// The first pending fault for `endpoint` and `path`, spent once.
     pub(crate) fn take_for(&mut self, endpoint: Endpoint, path: &str) -> Option<Fault> {
+        self.take_matching(endpoint, path, None)
+    }
+
+    fn take_matching(
+        &mut self,
+        endpoint: Endpoint,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Option<Fault> {
         let index = self.pending.iter().position(|f| {
-            f.endpoint == endpoint && path.starts_with(f.path_prefix.trim_start_matches('/'))
+            f.matches(endpoint, path)
+                && match (&f.body_contains, body) {
+                    (None, _) => true,
+                    (Some(text), Some(body)) => body
+                        .windows(text.len().max(1))
+                        .any(|w| w == text.as_bytes()),
+                    (Some(_), None) => false,
+                }
         })?;
         let fault = &mut self.pending[index];
         fault.count -= 1;
@@ -100,6 +133,10 @@ impl Faults {
 }
 
 impl Fault {
+    fn matches(&self, endpoint: Endpoint, path: &str) -> bool {
+        self.endpoint == endpoint && path.starts_with(self.path_prefix.trim_start_matches('/'))
+    }
+
     pub(crate) fn inject(&self) -> Injected {
         if self.drop_connection {
             return Injected::Answer(dropped());
@@ -217,11 +254,34 @@ mod tests {
             retry_after_secs: None,
             delay_ms: 0,
             drop_connection: false,
+            body_contains: None,
         });
         assert!(faults.take("CSI/IDORequestService/x").is_none());
         assert!(faults.take("M3/m3api-rest/v2/execute/A/B").is_some());
         assert!(faults.take("M3/m3api-rest/v2/execute/A/B").is_some());
         assert!(faults.take("M3/m3api-rest/v2/execute/A/B").is_none());
+    }
+
+    #[test]
+    fn a_body_fault_answers_only_the_call_whose_body_holds_its_text() {
+        let mut faults = Faults::default();
+        faults.add(
+            serde_json::from_str(r#"{"count": 1, "delay_ms": 5, "body_contains": "\"seq\":0,"}"#)
+                .unwrap(),
+        );
+        assert!(faults.reads_body("IONSERVICES/x"));
+        assert!(faults.take("IONSERVICES/x").is_none(), "no body, no match");
+        assert!(
+            faults
+                .take_with_body("IONSERVICES/x", br#"{"seq":10,"k":1}"#)
+                .is_none()
+        );
+        assert!(
+            faults
+                .take_with_body("IONSERVICES/x", br#"{"seq":0,"k":1}"#)
+                .is_some()
+        );
+        assert!(!faults.reads_body("IONSERVICES/x"), "spent");
     }
 
     #[test]

@@ -107,10 +107,13 @@ fn unauthorized(description: &'static str) -> Response {
     response
 }
 
+/// The largest body a body-matching fault reads.
+const MAX_INSPECTED_BODY: usize = 64 << 20;
+
 /// Every business call needs a live access token; accepted calls are counted.
 pub(crate) async fn require_bearer(
     State(state): State<Arc<SimState>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let verdict = bearer_token(request.headers()).and_then(|token| {
@@ -145,7 +148,21 @@ pub(crate) async fn require_bearer(
                 .split_once('/')
                 .map_or("", |(_, rest)| rest)
                 .to_owned();
-            let fault = lock(&state.faults).take(&product_path);
+            let reads_body = lock(&state.faults).reads_body(&product_path);
+            let fault = if reads_body {
+                // A fault that picks its call by body: read the body (the
+                // simulator's own bound) and hand it on unchanged.
+                let (parts, body) = request.into_parts();
+                let Ok(bytes) = axum::body::to_bytes(body, MAX_INSPECTED_BODY).await else {
+                    return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+                        .into_response();
+                };
+                let fault = lock(&state.faults).take_with_body(&product_path, &bytes);
+                request = Request::from_parts(parts, axum::body::Body::from(bytes));
+                fault
+            } else {
+                lock(&state.faults).take(&product_path)
+            };
             let mut delay = std::time::Duration::from_millis(state.config.slow_ms);
             if let Some(fault) = fault {
                 state.counters.update(|c| {

@@ -516,8 +516,12 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
-        // Without values the globals are empty objects, not errors.
-        assert!(f.apply(json!({"LMDT": "1"}), limits).unwrap().is_empty());
+        // Without values the globals are empty objects, not errors: every
+        // field reads as null (and a string sorts after null in jq).
+        assert_eq!(
+            f.apply(json!({"LMDT": "1"}), limits).unwrap(),
+            vec![json!({"c": null, "e": null, "at": null})]
+        );
         assert!(JqFilter::compile("$nosuch").unwrap_err().contains("nosuch"));
         assert_eq!(env_names("$env.A + $env.B_2 + $env.A"), ["A", "B_2"]);
     }
@@ -552,7 +556,9 @@ mod tests {
     #[test]
     fn runaway_filters_stop_at_a_named_limit() {
         for (code, limit) in [
-            ("repeat(.)", "time limit of 300 ms"),
+            // Emits without end, each output kept: whichever of time and
+            // memory runs out first on this machine.
+            ("repeat(.)", "limit of"),
             ("def f: f; f", "time limit of 300 ms"),
             ("last(range(1e15))", "time limit of 300 ms"),
             ("def f: 1 + f; f", "depth limit"),

@@ -93,8 +93,13 @@ pub async fn serve(
     board: Shared,
     storage: Arc<dyn Storage>,
 ) -> anyhow::Result<SocketAddr> {
+    // An address this machine cannot listen on is the command line's
+    // mistake (exit 2), like a malformed one.
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        anyhow::anyhow!("--status-addr {addr}: cannot listen there ({e}); pick a free port")
+        crate::pipeline::UsageError(format!(
+            "--status-addr {addr}: cannot listen there ({e}); pick a free port on an address \
+             of this machine (127.0.0.1 or 0.0.0.0)"
+        ))
     })?;
     let bound = listener.local_addr()?;
     let app = axum::Router::new()

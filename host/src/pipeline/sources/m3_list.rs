@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use serde_json::Value;
+use tracing::Instrument as _;
 
 use super::{Limit, PageReader, SourceContext, SourceKind};
 use crate::config::Variables;
@@ -161,13 +162,17 @@ impl M3ListReader {
             self.transaction,
             self.connection.name()
         );
-        tokio::spawn(async move {
-            gateway_call(&connection, request, &retry, true, &stats)
-                .await
-                .map(|(response, _)| response)
-                .map_err(CallError::into_anyhow)
-                .context(what)
-        })
+        // The prefetch logs in the run's span, as the call it stands for would.
+        tokio::spawn(
+            async move {
+                gateway_call(&connection, request, &retry, true, &stats)
+                    .await
+                    .map(|(response, _)| response)
+                    .map_err(CallError::into_anyhow)
+                    .context(what)
+            }
+            .in_current_span(),
+        )
     }
 
     pub async fn next_page(&mut self) -> anyhow::Result<Option<Vec<Value>>> {
