@@ -27,8 +27,19 @@ def whoami(conn: Connection) -> str:
     return response.json()["response"]["userlist"][0]["userName"]
 
 
-def test_backend_service_asks_one_token_and_revokes_on_exit(sim: Sim, state_dir: Path) -> None:
+def test_backend_service_keeps_its_grant_on_exit_by_default(sim: Sim, state_dir: Path) -> None:
     with Connection.from_ionapi(sim.ionapi) as conn:
+        assert whoami(conn) == "svc_ionflow@acme.example"
+        entry = FileTokenStore(state_dir / "tokens").entry_path(conn.info.store_key)
+    assert sim.counters()["revocations"] == 0, "another process may share the grant"
+    assert entry.is_file(), "kept for the next user"
+    with Connection.from_ionapi(sim.ionapi) as conn:
+        assert whoami(conn) == "svc_ionflow@acme.example"
+    assert sim.counters()["token_requests"]["password"] == 1, "the next user reused it"
+
+
+def test_backend_service_asks_one_token_and_revokes_on_exit(sim: Sim, state_dir: Path) -> None:
+    with Connection.from_ionapi(sim.ionapi, revoke_on_close=True) as conn:
         assert conn.info.grant is Grant.BACKEND_SERVICE
         assert whoami(conn) == "svc_ionflow@acme.example"
         assert whoami(conn) == "svc_ionflow@acme.example"

@@ -21,7 +21,7 @@ def test_no_secret_in_logs_exceptions_or_reprs(
     seen: list = []
     assertion = sim.http.get(f"{sim.base_url}/__sim/saml-assertion", timeout=10).text
 
-    with Connection.from_ionapi(sim.ionapi) as conn:
+    with Connection.from_ionapi(sim.ionapi, revoke_on_close=True) as conn:  # the revocation logs too
         seen += [repr(conn), repr(conn.info), str(conn.info)]
         token = conn.token_info()
         seen += [repr(token), str(token)]

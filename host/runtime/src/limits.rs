@@ -14,10 +14,12 @@ use std::time::Duration;
 /// these ticks.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Epoch ticks for a deadline, at least one so that a zero deadline still
-/// lets the ticker interrupt rather than trapping before the first instruction.
+/// Epoch ticks for a deadline. The ticker's next tick may come at once, so
+/// one tick more than the deadline holds: a call is never stopped before
+/// its deadline (nor before its first instruction), and at most one tick
+/// after it.
 pub(crate) fn epoch_ticks(deadline: Duration) -> u64 {
-    (deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+    (deadline.as_millis().div_ceil(EPOCH_TICK.as_millis()) + 1) as u64
 }
 
 /// The largest response body the transport reads by default (512 MiB).

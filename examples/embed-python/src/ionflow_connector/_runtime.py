@@ -20,6 +20,7 @@ import hashlib
 import importlib.metadata
 import importlib.resources
 import logging
+import math
 import os
 import threading
 from dataclasses import dataclass, field
@@ -43,6 +44,12 @@ ENV_COMPONENT = "IONFLOW_CONNECTOR_WASM"
 MEMORY_BYTES = 256 * 1024 * 1024
 #: The epoch ticks every this many seconds; export calls get a deadline in ticks.
 EPOCH_TICK_SECONDS = 0.05
+
+
+def _deadline_ticks(deadline: float) -> int:
+    """Ticks for ``deadline`` seconds: the ticker's next tick may come at once,
+    so one more tick than the deadline holds, and a call is never stopped early."""
+    return math.ceil(deadline / EPOCH_TICK_SECONDS) + 1
 
 try:
     _WASMTIME_VERSION = importlib.metadata.version("wasmtime")
@@ -199,7 +206,7 @@ class Runtime:
         store = wasmtime.Store(self.engine)
         store.set_wasi(wasmtime.WasiConfig())  # no arguments, environment, files or sockets
         store.set_limits(memory_size=memory_bytes)
-        deadline_ticks = max(int(deadline / EPOCH_TICK_SECONDS), 1)
+        deadline_ticks = _deadline_ticks(deadline)
         store.set_epoch_deadline(deadline_ticks)
         try:
             with self._instantiate_lock:
@@ -368,7 +375,7 @@ class Instance:
         self.store = store
         self.host = host
         self.deadline = deadline
-        self.deadline_ticks = max(int(deadline / EPOCH_TICK_SECONDS), 1)
+        self.deadline_ticks = _deadline_ticks(deadline)
         self.broken = False
         self.handle: Optional[wc.ResourceAny] = None
         auth = instance.get_export_index(store, _iface("auth"))

@@ -265,9 +265,12 @@ class Connection:
     also across processes (``ionflow`` included) when the store is the file
     store.
 
-    Used as a context manager, the connection revokes its grant on exit unless
-    the grant is kept (``authorization-code``: a user's login) or
-    ``revoke_on_close`` says otherwise.
+    Used as a context manager (or on ``close()``), the connection keeps its
+    grant in the token store for the next user, as ``ionflow run`` does:
+    this process cannot know whether another process shares the grant, and
+    revoking it would break that one. A ``saml-bearer`` grant (a user's
+    session) is revoked. ``revoke_on_close=True`` revokes any grant but a
+    login (``authorization-code``) when you know no one else uses it.
     """
 
     def __init__(
@@ -313,7 +316,10 @@ class Connection:
         self._idle.append(self._primary)
         self.info: ConnectionInfo = self._described
         grant = self.info.grant
-        self._revoke_on_close = (grant != Grant.AUTHORIZATION_CODE) if revoke_on_close is None else revoke_on_close
+        if revoke_on_close is None:
+            self._revoke_on_close = grant == Grant.SAML_BEARER
+        else:
+            self._revoke_on_close = revoke_on_close and grant != Grant.AUTHORIZATION_CODE
 
     @classmethod
     def from_ionapi(
