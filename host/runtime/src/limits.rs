@@ -140,9 +140,11 @@ mod tests {
     }
 
     #[test]
-    fn a_deadline_is_at_least_one_tick() {
+    fn a_deadline_is_never_cut_short_by_the_first_tick() {
+        // The first tick may come at once: one tick more than the deadline.
         assert_eq!(epoch_ticks(Duration::ZERO), 1);
-        assert_eq!(epoch_ticks(EPOCH_TICK * 7), 7);
+        assert_eq!(epoch_ticks(EPOCH_TICK * 7), 8);
+        assert_eq!(epoch_ticks(EPOCH_TICK * 7 + Duration::from_millis(1)), 9);
     }
 
     #[test]
