@@ -183,14 +183,16 @@ const SIM_HELP: &str =
     "Serves, under {iu}/{tenant}/, behind OAuth (all grants), scopes, quota and faults:
   M3        MMS200MI: LstItmByItm, GetItmBasic, AddItmBasic; bulk POST M3/m3api-rest/v2/execute
   IDO       SLItems: ido/load (filter, bookmarks), ido/update
-  ION       IONSERVICES/api/ion/messaging/service/v2/message
-  Data Lake IONSERVICES/datalakeapi/v1/payloads/list (the ION messages received)
+  ION       IONSERVICES/api/ion/messaging/service/v2/message and v2/multipartMessage
+  Data Lake IONSERVICES/datalakeapi/v1/payloads/list and payloads/streambyid (the ION
+            messages received, and objects put with /__sim/datalake)
   Compass   DATAFABRIC/compass/v2/jobs (SQL over MITMAS)
   IFS       ifsservice/usermgt/v2/users/me
   Yours     --fixtures DIR: M3 programs, IDO collections and gateway paths from
             TOML files (docs/PIPELINES.md, \"Fixtures\"; `ionflow init` writes one)
 Control (loopback, no token): /__sim/counters, /__sim/faults, /__sim/quota,
-/__sim/throttle, /__sim/expire-tokens, /__sim/revoke-tokens, /__sim/messages
+/__sim/throttle, /__sim/token-faults, /__sim/expire-tokens, /__sim/revoke-tokens,
+/__sim/messages, /__sim/datalake
 
 Examples:
   ionflow sim --port 8787 --ionapi-out sim.ionapi
