@@ -20,11 +20,28 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::pipeline::Summary;
 use ionflow_runtime::observe::{Exchange, ExchangeKind, Observer};
 
 /// The content type of [`encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// How a run ended, as the metrics count it. The daemon fills it from the
+/// run's summary, so this module knows nothing of pipelines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    Finished(RunRecords),
+    Interrupted,
+    Failed,
+}
+
+/// The record counts of a finished run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunRecords {
+    pub read: u64,
+    pub written: u64,
+    pub failed: u64,
+    pub dead_lettered: u64,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PipelineLabel {
@@ -236,15 +253,15 @@ impl Metrics {
     }
 
     /// A run ended: its outcome, duration and records.
-    pub fn run_ended(&self, pipeline: &str, outcome: &anyhow::Result<Summary>, elapsed: Duration) {
+    pub fn run_ended(&self, pipeline: &str, end: &RunEnd, elapsed: Duration) {
         let label = PipelineLabel {
             pipeline: pipeline.to_owned(),
         };
-        let kind = match outcome {
-            Ok(s) if s.records_failed == 0 => "succeeded",
-            Ok(_) => "records_failed",
-            Err(e) if e.is::<crate::pipeline::Interrupted>() => "interrupted",
-            Err(_) => "failed",
+        let kind = match end {
+            RunEnd::Finished(s) if s.failed == 0 => "succeeded",
+            RunEnd::Finished(_) => "records_failed",
+            RunEnd::Interrupted => "interrupted",
+            RunEnd::Failed => "failed",
         };
         self.runs
             .get_or_create(&RunLabels {
@@ -255,16 +272,14 @@ impl Metrics {
         self.run_duration
             .get_or_create(&label)
             .observe(elapsed.as_secs_f64());
-        if let Ok(s) = outcome {
-            self.records_in.get_or_create(&label).inc_by(s.records_in);
-            self.records_out.get_or_create(&label).inc_by(s.records_out);
-            self.records_failed
-                .get_or_create(&label)
-                .inc_by(s.records_failed);
+        if let RunEnd::Finished(s) = end {
+            self.records_in.get_or_create(&label).inc_by(s.read);
+            self.records_out.get_or_create(&label).inc_by(s.written);
+            self.records_failed.get_or_create(&label).inc_by(s.failed);
             self.records_dead_lettered
                 .get_or_create(&label)
-                .inc_by(s.records_dead_lettered);
-            if s.records_failed == 0 {
+                .inc_by(s.dead_lettered);
+            if s.failed == 0 {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0.0, |d| d.as_secs_f64());
@@ -424,8 +439,7 @@ mod tests {
         metrics().retried("m3", RetryReason::RateLimited);
         metrics().store_error("claiming a tick");
         // A family shows in the text once it has a value.
-        let ended: anyhow::Result<crate::pipeline::Summary> = Err(anyhow::anyhow!("failed"));
-        metrics().run_ended("p", &ended, std::time::Duration::from_millis(1500));
+        metrics().run_ended("p", &RunEnd::Failed, std::time::Duration::from_millis(1500));
         let text = encode();
         assert!(text.ends_with("# EOF\n"), "{text}");
         assert!(

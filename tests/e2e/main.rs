@@ -21,6 +21,7 @@ mod examples;
 mod exit_codes;
 mod grants;
 mod ion_messages;
+mod layout;
 mod leftovers;
 mod memory;
 mod operations;

@@ -94,6 +94,7 @@ pub async fn serve_command(args: ServeArgs) -> anyhow::Result<Exit> {
         status_addr: args.status_addr,
         grace: Duration::from_secs(args.grace_secs),
         vars: Variables::new(parse_vars(&args.vars)?),
+        error_kind: |e| Exit::classify(e).kind(),
     };
     serve(options, Arc::new(runtime), shutdown).await?;
     Ok(Exit::Success)

@@ -49,6 +49,9 @@ pub struct ServeOptions {
     /// How long running runs may take to stop after a shutdown signal.
     pub grace: Duration,
     pub vars: Variables,
+    /// Names the kind of a failed run for `/status` and the logs: the CLI
+    /// passes its exit-code table, so the daemon does not import the CLI.
+    pub error_kind: fn(&anyhow::Error) -> &'static str,
 }
 
 /// A pipeline being served: its file's digest and its tasks.
@@ -98,6 +101,7 @@ pub async fn serve(
         state_dir: options.state_dir.clone(),
         worker: options.worker.as_str().into(),
         lease_secs: options.lease_secs,
+        error_kind: options.error_kind,
         stop_runs,
     };
     tracing::info!(

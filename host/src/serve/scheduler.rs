@@ -15,9 +15,9 @@ use tracing::Instrument as _;
 use super::status::{PipelineStatus, Shared};
 use crate::config::{MissedRuns, Overlap};
 use crate::grants::Grants;
-use crate::metrics::metrics;
+use crate::metrics::{RunEnd, RunRecords, metrics};
 use crate::pipeline::run_lock::RunLock;
-use crate::pipeline::{HeldGrant, Pipeline, Session};
+use crate::pipeline::{HeldGrant, Pipeline, Session, Summary};
 use crate::store::{Claim, RunState, Storage, TickLease};
 use ionflow_runtime::Runtime;
 
@@ -45,6 +45,8 @@ pub(super) struct Context {
     pub lease_secs: f64,
     /// Raised on SIGTERM: running runs stop at the next page.
     pub stop_runs: watch::Receiver<bool>,
+    /// The kind of a failed run (`ServeOptions::error_kind`).
+    pub error_kind: fn(&anyhow::Error) -> &'static str,
 }
 
 impl Context {
@@ -495,7 +497,7 @@ async fn run_traced(pipeline: Arc<Pipeline>, ctx: Context, lease: TickLease) {
     };
     let ended = Utc::now();
     metrics().run_stopped(&name);
-    metrics().run_ended(&name, &outcome, clock.elapsed());
+    metrics().run_ended(&name, &run_end(&outcome), clock.elapsed());
     match &outcome {
         Ok(summary) => tracing::info!(
             target: "ionflow::serve",
@@ -518,7 +520,7 @@ async fn run_traced(pipeline: Arc<Pipeline>, ctx: Context, lease: TickLease) {
             tick = %tick,
             worker = %ctx.worker,
             error = %format!("{e:#}"),
-            error_kind = crate::cli::Exit::classify(e).kind(),
+            error_kind = (ctx.error_kind)(e),
             "run failed",
         ),
     }
@@ -535,9 +537,23 @@ async fn run_traced(pipeline: Arc<Pipeline>, ctx: Context, lease: TickLease) {
                 s.last_summary = Some(summary.clone());
                 s.last_error = None;
             }
-            Err(e) => s.last_error = Some(crate::cli::Exit::classify(e).kind()),
+            Err(e) => s.last_error = Some((ctx.error_kind)(e)),
         }
     });
+}
+
+/// How the metrics count a run's outcome.
+fn run_end(outcome: &anyhow::Result<Summary>) -> RunEnd {
+    match outcome {
+        Ok(s) => RunEnd::Finished(RunRecords {
+            read: s.records_in,
+            written: s.records_out,
+            failed: s.records_failed,
+            dead_lettered: s.records_dead_lettered,
+        }),
+        Err(e) if e.is::<crate::pipeline::Interrupted>() => RunEnd::Interrupted,
+        Err(_) => RunEnd::Failed,
+    }
 }
 
 /// Refreshes the grants that outlive runs (`revoke_on_exit = false`) before
