@@ -439,11 +439,25 @@ pub fn new_run_id() -> String {
 /// Runs one claimed tick inside a span naming the pipeline and the run, so
 /// that every line the run logs (the connector's included) carries both.
 async fn run_once(pipeline: Arc<Pipeline>, ctx: Context, lease: TickLease) {
-    let span = tracing::info_span!("run", pipeline = %pipeline.name, run_id = %new_run_id());
-    run_traced(pipeline, ctx, lease).instrument(span).await
+    let span = crate::traces::run_span(&pipeline.name, &new_run_id());
+    let outcome = run_traced(pipeline, ctx, lease)
+        .instrument(span.clone())
+        .await;
+    match outcome {
+        Some(outcome) => crate::traces::record_run(&span, &outcome),
+        None => {
+            span.record("outcome", "skipped");
+        }
+    }
 }
 
-async fn run_traced(pipeline: Arc<Pipeline>, ctx: Context, lease: TickLease) {
+/// The run's outcome, or `None` when the tick was skipped (another run of
+/// the pipeline holds its lock).
+async fn run_traced(
+    pipeline: Arc<Pipeline>,
+    ctx: Context,
+    lease: TickLease,
+) -> Option<anyhow::Result<crate::pipeline::Summary>> {
     let name = pipeline.name.clone();
     let tick = lease.tick;
     let stop = ctx.stop_runs.clone();
@@ -459,7 +473,7 @@ async fn run_traced(pipeline: Arc<Pipeline>, ctx: Context, lease: TickLease) {
                 .storage
                 .finish(&lease, RunState::Abandoned, Some(&reason))
                 .await;
-            return;
+            return None;
         }
     };
     let started = Utc::now();
@@ -538,6 +552,7 @@ async fn run_traced(pipeline: Arc<Pipeline>, ctx: Context, lease: TickLease) {
             Err(e) => s.last_error = Some(crate::cli::Exit::classify(e).kind()),
         }
     });
+    Some(outcome)
 }
 
 /// Refreshes the grants that outlive runs (`revoke_on_exit = false`) before
