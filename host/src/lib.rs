@@ -9,7 +9,7 @@
 //! tokens, grant holders, state and schedule leases (files or PostgreSQL);
 //! `grants` decides who may revoke a grant that processes share; `sandbox`
 //! runs jq filters and templates so that a runaway one fails its record,
-//! never the process.
+//! never the process; `traces` exports spans over OTLP when asked.
 
 /// The unit tests count allocations as the binary does (see `sandbox::alloc`).
 #[cfg(test)]
@@ -28,3 +28,4 @@ pub mod sandbox;
 pub mod schedule;
 pub mod serve;
 pub mod store;
+pub mod traces;

@@ -37,6 +37,7 @@ mod sinks;
 mod sources;
 mod tenant_paths;
 mod tooling;
+mod traces;
 mod unavailable;
 mod validate_mistakes;
 mod workers;

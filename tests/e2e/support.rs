@@ -9,7 +9,7 @@ use ionflow_sim::{SimConfig, Simulator};
 /// (so the connector is compiled once), a state folder (token store, run
 /// locks) under the target folder rather than the tester's home (runs keep
 /// their grants there; every simulator's credentials, hence its keys,
-/// differ), and no inherited log settings.
+/// differ), and no inherited log or trace settings.
 pub fn ionflow() -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_ionflow"));
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
@@ -17,6 +17,9 @@ pub fn ionflow() -> tokio::process::Command {
         .env("IONFLOW_STATE_DIR", tmp.join("ionflow-state"))
         .env_remove("IONFLOW_LOG")
         .env_remove("RUST_LOG")
+        // Traces go where a test says, never to the tester's collector.
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         .kill_on_drop(true);
     cmd
 }

@@ -121,6 +121,22 @@ impl ConnectorError {
         matches!(self, ConnectorError::Gateway(WitError::RateLimited(_)))
     }
 
+    /// The HTTP status the gateway answered, when the error stands for one
+    /// (401 after a renewed token, 403, 429, 504). A payload over the limit
+    /// is refused before it is sent, so it has none.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ConnectorError::Gateway(e) => match e {
+                WitError::Unauthorized(_) => Some(401),
+                WitError::Forbidden(_) => Some(403),
+                WitError::RateLimited(_) => Some(429),
+                WitError::GatewayTimeout(_) => Some(504),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// Seconds the gateway asked us to wait, for a 429.
     pub fn retry_after_secs(&self) -> Option<u32> {
         match self {

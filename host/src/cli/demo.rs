@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
+use tracing::Instrument as _;
 
 use super::output::{out, outln};
 use super::{Exit, interactive, new_session};
@@ -67,7 +68,13 @@ async fn run_demo(sim: &Simulator, args: &DemoArgs, quiet: bool) -> anyhow::Resu
             vars,
         )?;
         let (runtime, grants) = new_session().await?;
-        pipeline.run(&runtime, &grants, interactive(quiet)).await
+        let span = crate::traces::run_span(&pipeline.name, &crate::serve::new_run_id());
+        let outcome = pipeline
+            .run(&runtime, &grants, interactive(quiet))
+            .instrument(span.clone())
+            .await;
+        crate::pipeline::record_run_span(&span, &outcome, |e| Exit::classify(e).kind());
+        outcome
     }
     .await;
     let _ = std::fs::remove_dir_all(&secrets_dir);

@@ -26,6 +26,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::{Layer, Registry};
 
 pub use exit::Exit;
 
@@ -244,6 +246,8 @@ pub fn main() -> ExitCode {
             Command::Connector(command) => connector::connector(command).await,
         }
     });
+    // The last spans are sent, with a bounded wait.
+    crate::traces::flush();
     match outcome {
         Ok(exit) => exit.into(),
         Err(error) => {
@@ -312,20 +316,30 @@ fn init_logging(cli: &Cli) {
     });
     // tokio-postgres logs every statement's parameters at debug level, and
     // those parameters are token-store values: warnings only, whatever the
-    // directives say (its info lines are server notices, noise here).
-    let directives = format!("{directives},tokio_postgres=warn,postgres_protocol=warn");
-    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // directives say (its info lines are server notices, noise here). Page
+    // and call spans are for traces only: in a log line, the span stays the
+    // run's, with the pipeline and run id.
+    let always = format!(
+        "tokio_postgres=warn,postgres_protocol=warn,{}=off",
+        crate::traces::SPAN_TARGET
+    );
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("{directives},{always}"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},{always}")));
+    let lines = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    match cli.log_format {
-        LogFormat::Text => builder.init(),
+    let lines: Box<dyn Layer<Registry> + Send + Sync> = match cli.log_format {
+        LogFormat::Text => Box::new(lines),
         LogFormat::Json => {
             JSON_LOGS.store(true, std::sync::atomic::Ordering::Relaxed);
-            builder.json().init()
+            Box::new(lines.json())
         }
+    };
+    // Each layer filters for itself: the log level never hides a span from
+    // the traces, and traces never add a line to the log.
+    let lines = tracing_subscriber::registry().with(lines.with_filter(filter));
+    if let Some(e) = crate::traces::init(lines) {
+        tracing::warn!("{e}");
     }
 }
 

@@ -129,8 +129,7 @@ async fn run_pipeline(args: &RunArgs, quiet: bool) -> anyhow::Result<Exit> {
     let overrides = parse_vars(&args.vars)?;
     let vars = Variables::new(overrides.clone());
     let mut pipeline = load_or_report(&args.pipeline, vars)?;
-    let span =
-        tracing::info_span!("run", pipeline = %pipeline.name, run_id = %crate::serve::new_run_id());
+    let span = crate::traces::run_span(&pipeline.name, &crate::serve::new_run_id());
     warn_unused_vars(&args.pipeline, &pipeline, &overrides, None);
     // A dry run writes nothing, so it takes no lock and no lease.
     let _lock = if args.dry_run {
@@ -178,8 +177,10 @@ async fn run_pipeline(args: &RunArgs, quiet: bool) -> anyhow::Result<Exit> {
     };
     let outcome = pipeline
         .run_with_options(&runtime, &grants, Session::Once, &options, stop)
-        .instrument(span)
+        .instrument(span.clone())
         .await;
+    crate::pipeline::record_run_span(&span, &outcome, |e| Exit::classify(e).kind());
+    drop(span);
     if let Some(lease) = &lease {
         let (state, error) = crate::pipeline::recorded_state(&outcome);
         if let Err(e) = storage.finish(lease, state, error.as_deref()).await {

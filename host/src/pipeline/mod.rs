@@ -45,7 +45,7 @@ pub use retry::{CallError, Unavailable};
 pub use sinks::SinkConfig;
 pub use sources::SourceConfig;
 pub use state::WatermarkView;
-pub use summary::{Summary, recorded_state};
+pub use summary::{Summary, record_run_span, recorded_state};
 pub use transform::{JqFilter, JqGlobals, JqLimits};
 
 use crate::config::spans::Spans;

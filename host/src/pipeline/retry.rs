@@ -14,6 +14,7 @@ use ionflow_runtime::{
 
 use crate::config::RetryConfig;
 use crate::metrics::{RetryReason, metrics};
+use tracing::Instrument as _;
 
 /// Counters shared by the source, the sinks and the runner.
 #[derive(Debug, Default)]
@@ -175,6 +176,45 @@ pub async fn gateway_call(
     idempotent: bool,
     stats: &RunStats,
 ) -> Result<(GatewayResponse, u32), CallError> {
+    let span = crate::traces::call_span(
+        connection.name(),
+        method_name(request.method),
+        &request.path,
+    );
+    let mut sent = 0;
+    let outcome = send(connection, request, policy, idempotent, stats, &mut sent)
+        .instrument(span.clone())
+        .await;
+    let (status, error) = match &outcome {
+        Ok((response, _)) => (Some(response.status), None),
+        Err(CallError::Unavailable(e)) => (e.status, Some("unavailable")),
+        Err(CallError::Connector(e)) => (e.status(), Some(kind_name(e.kind()))),
+    };
+    crate::traces::record_call(&span, status, sent, error);
+    outcome
+}
+
+/// The error kind of a call, for its span.
+fn kind_name(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::Configuration => "configuration",
+        ErrorKind::Authentication => "authentication",
+        ErrorKind::Forbidden => "forbidden",
+        ErrorKind::Unavailable => "unavailable",
+        ErrorKind::Failed => "failed",
+        ErrorKind::Sandbox => "sandbox",
+    }
+}
+
+/// `gateway_call`'s attempts; `sent` counts the times the request went out.
+async fn send(
+    connection: &Connection,
+    request: GatewayRequest,
+    policy: &RetryConfig,
+    idempotent: bool,
+    stats: &RunStats,
+    sent: &mut u32,
+) -> Result<(GatewayResponse, u32), CallError> {
     let started = std::time::Instant::now();
     let budget = Duration::from_secs(policy.max_elapsed_secs);
     let mut attempt = 0;
@@ -182,12 +222,13 @@ pub async fn gateway_call(
     let request = std::sync::Arc::new(request);
     let what = || format!("{} {}", method_name(request.method), request.path);
     loop {
-        let sent = std::time::Instant::now();
+        let sent_at = std::time::Instant::now();
+        *sent += 1;
         let outcome = connection.call(request.clone()).await;
         // One line per call at debug level: method, path, status and time.
         // Never the query, headers or body, which may carry data or secrets.
         let method = format!("{:?}", request.method).to_uppercase();
-        let ms = sent.elapsed().as_millis() as u64;
+        let ms = sent_at.elapsed().as_millis() as u64;
         match &outcome {
             Ok(response) => tracing::debug!(
                 connection = connection.name(),

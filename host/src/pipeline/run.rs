@@ -2,6 +2,8 @@
 //! to the sinks in input order; the summary, the dead letter and the
 //! watermarks it leaves.
 
+use tracing::Instrument as _;
+
 use super::progress::Progress;
 use super::*;
 
@@ -363,21 +365,34 @@ impl Pipeline {
         // needs the records first: transforms to run, no watermarks, no
         // record limit to cut a page at.
         let mut text_pages = stage.is_some() && watermarks.is_none() && remaining.is_none();
-        // The page the workers transform while this thread writes the one before.
-        let mut pending: Option<stage::Pending> = None;
+        // The page the workers transform while this thread writes the one
+        // before, with its span: the calls its sinks make nest under it.
+        let mut pending: Option<(stage::Pending, tracing::Span)> = None;
+        let mut pages_read = 0;
         loop {
-            let page = if remaining == Some(0) {
-                None
+            let (page, span) = if remaining == Some(0) {
+                (None, tracing::Span::none())
             } else {
-                match text_pages.then(|| source.next_text_page()).flatten() {
+                pages_read += 1;
+                let span = crate::traces::page_span(pages_read);
+                let page = match text_pages
+                    .then(|| span.in_scope(|| source.next_text_page()))
+                    .flatten()
+                {
                     Some(page) => page?.map(Page::Lines),
                     None => {
                         text_pages = false;
-                        source.next_page().await?.map(Page::Records)
+                        source
+                            .next_page()
+                            .instrument(span.clone())
+                            .await?
+                            .map(Page::Records)
                     }
-                }
+                };
+                (page, span)
             };
             let exhausted = page.is_none();
+            span.record("records", 0_u64);
             let ready = match page {
                 Some(mut page) => {
                     progress.page();
@@ -385,6 +400,7 @@ impl Pipeline {
                         records.truncate(usize::try_from(*left).unwrap_or(usize::MAX));
                         *left -= records.len() as u64;
                     }
+                    span.record("records", page.len() as u64);
                     summary.records_in += page.len() as u64;
                     if let (Some(w), Page::Records(records)) = (&mut watermarks, &page) {
                         for record in records {
@@ -392,19 +408,21 @@ impl Pipeline {
                         }
                     }
                     match (&stage, page) {
-                        (Some(stage), page) => {
-                            pending.replace(stage.submit(page)).map(|p| p.wait())
-                        }
+                        (Some(stage), page) => pending
+                            .replace((stage.submit(page), span))
+                            .map(|(p, span)| (p.wait(), span)),
                         // Without transforms, records go straight to the sinks.
-                        (None, Page::Records(records)) => Some(stage::Done::untransformed(records)),
+                        (None, Page::Records(records)) => {
+                            Some((stage::Done::untransformed(records), span))
+                        }
                         (None, Page::Lines(_)) => {
                             anyhow::bail!("a page of text reached a pipeline without transforms")
                         }
                     }
                 }
-                None => pending.take().map(|p| p.wait()),
+                None => pending.take().map(|(p, span)| (p.wait(), span)),
             };
-            if let Some(done) = ready {
+            if let Some((done, span)) = ready {
                 self.deliver(
                     done,
                     &mut sinks,
@@ -413,6 +431,7 @@ impl Pipeline {
                     &mut dead_letter,
                     &mut watermarks,
                 )
+                .instrument(span)
                 .await?;
                 progress.update(&summary);
             }

@@ -71,6 +71,27 @@ impl fmt::Display for Summary {
     }
 }
 
+/// Records how a run ended on its trace span (`crate::traces`);
+/// `error_kind` names a failure (the CLI's exit-code table).
+pub fn record_run_span(
+    span: &tracing::Span,
+    outcome: &anyhow::Result<Summary>,
+    error_kind: fn(&anyhow::Error) -> &'static str,
+) {
+    let outcome = match outcome {
+        Ok(s) => Ok(crate::traces::RunTotals {
+            records_in: s.records_in,
+            records_out: s.records_out,
+            records_failed: s.records_failed,
+            records_dead_lettered: s.records_dead_lettered,
+            api_calls: s.api_calls,
+            retries: s.retries,
+        }),
+        Err(e) => Err(error_kind(e)),
+    };
+    crate::traces::record_run(span, outcome);
+}
+
 /// UTC now as `2026-05-01T10:00:00Z`, without a date crate.
 pub fn now_rfc3339() -> String {
     let secs = std::time::SystemTime::now()

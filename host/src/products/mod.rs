@@ -9,6 +9,7 @@ pub mod ido;
 pub mod ifs;
 pub mod ion;
 pub mod m3;
+pub mod route;
 
 /// The start of a body, on one line, for an error message.
 pub fn excerpt(body: &[u8]) -> String {

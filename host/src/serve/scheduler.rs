@@ -441,11 +441,26 @@ pub fn new_run_id() -> String {
 /// Runs one claimed tick inside a span naming the pipeline and the run, so
 /// that every line the run logs (the connector's included) carries both.
 async fn run_once(pipeline: Arc<Pipeline>, ctx: Context, lease: TickLease) {
-    let span = tracing::info_span!("run", pipeline = %pipeline.name, run_id = %new_run_id());
-    run_traced(pipeline, ctx, lease).instrument(span).await
+    let span = crate::traces::run_span(&pipeline.name, &new_run_id());
+    let error_kind = ctx.error_kind;
+    let outcome = run_traced(pipeline, ctx, lease)
+        .instrument(span.clone())
+        .await;
+    match outcome {
+        Some(outcome) => crate::pipeline::record_run_span(&span, &outcome, error_kind),
+        None => {
+            span.record("outcome", "skipped");
+        }
+    }
 }
 
-async fn run_traced(pipeline: Arc<Pipeline>, ctx: Context, lease: TickLease) {
+/// The run's outcome, or `None` when the tick was skipped (another run of
+/// the pipeline holds its lock).
+async fn run_traced(
+    pipeline: Arc<Pipeline>,
+    ctx: Context,
+    lease: TickLease,
+) -> Option<anyhow::Result<crate::pipeline::Summary>> {
     let name = pipeline.name.clone();
     let tick = lease.tick;
     let stop = ctx.stop_runs.clone();
@@ -461,7 +476,7 @@ async fn run_traced(pipeline: Arc<Pipeline>, ctx: Context, lease: TickLease) {
                 .storage
                 .finish(&lease, RunState::Abandoned, Some(&reason))
                 .await;
-            return;
+            return None;
         }
     };
     let started = Utc::now();
@@ -540,6 +555,7 @@ async fn run_traced(pipeline: Arc<Pipeline>, ctx: Context, lease: TickLease) {
             Err(e) => s.last_error = Some((ctx.error_kind)(e)),
         }
     });
+    Some(outcome)
 }
 
 /// How the metrics count a run's outcome.

@@ -10,6 +10,7 @@ use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use serde_json::Value;
+use tracing::Instrument as _;
 
 use super::{Outcome, RecordError, Rejected};
 
@@ -59,7 +60,9 @@ impl InFlight {
         {
             self.take_next(out).await?;
         }
-        self.running.push_back(request);
+        // Polled later, maybe while another page is written: its call
+        // belongs to the page (span) of the record it writes.
+        self.running.push_back(Box::pin(request.in_current_span()));
         self.keys.push_back(key);
         Ok(())
     }

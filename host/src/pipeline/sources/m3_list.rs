@@ -95,6 +95,10 @@ pub struct M3ListReader {
     /// dropped before taking it lets it finish (a read; cancelling a call
     /// inside the sandbox would lose the instance).
     ahead: Option<tokio::task::JoinHandle<anyhow::Result<GatewayResponse>>>,
+    /// The span current when the reader was opened: the run's. A task
+    /// enters only the spans it is given, and its log lines find the run's
+    /// pipeline and run id only if the run's span is among them.
+    run_span: tracing::Span,
 }
 
 impl M3ListReader {
@@ -138,6 +142,7 @@ impl M3ListReader {
             retry: config.retry,
             stats,
             ahead: None,
+            run_span: tracing::Span::current(),
         })
     }
 
@@ -162,7 +167,8 @@ impl M3ListReader {
             self.transaction,
             self.connection.name()
         );
-        // The prefetch logs in the run's span, as the call it stands for would.
+        // The prefetch logs in the run's span, as the call it stands for
+        // would, and its call's span nests under the current page's.
         tokio::spawn(
             async move {
                 gateway_call(&connection, request, &retry, true, &stats)
@@ -171,7 +177,8 @@ impl M3ListReader {
                     .map_err(CallError::into_anyhow)
                     .context(what)
             }
-            .in_current_span(),
+            .in_current_span()
+            .instrument(self.run_span.clone()),
         )
     }
 
