@@ -27,6 +27,7 @@ mod memory;
 mod operations;
 mod pipeline_run;
 mod postgres;
+mod record;
 mod resilience;
 mod response_cap;
 mod runaway;

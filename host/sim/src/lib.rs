@@ -28,6 +28,7 @@ mod login;
 mod m3;
 mod multipart;
 mod oauth;
+mod proxy;
 mod scopes;
 mod users;
 
@@ -49,6 +50,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use counters::{Counters, TokenRequestCounts};
+pub use proxy::{Answer, Forward, Refusal, Upstream};
 
 use catalogue::Catalogue;
 use counters::CounterStore;
@@ -158,12 +160,20 @@ pub(crate) struct SimState {
     reject_tokens: std::sync::atomic::AtomicBool,
     /// The user's programs, collections and paths (`--fixtures DIR`).
     fixtures: RwLock<fixtures::Fixtures>,
+    /// Record mode: business calls go to this upstream and are recorded.
+    recording: Option<proxy::Recording>,
 }
 
 impl SimState {
-    fn new(config: SimConfig, port: u16, fixtures: fixtures::Fixtures) -> SimState {
+    fn new(
+        config: SimConfig,
+        port: u16,
+        fixtures: fixtures::Fixtures,
+        recording: Option<proxy::Recording>,
+    ) -> SimState {
         SimState {
             fixtures: RwLock::new(fixtures),
+            recording,
             tokens: Mutex::new(TokenRegistry::new(
                 config.token_ttl_secs,
                 config.issue_refresh_tokens,
@@ -234,7 +244,39 @@ fn router(state: Arc<SimState>) -> Router {
         ));
     // Layers run outside-in in reverse order of addition: the host check
     // comes first, so a misdirected call gets the 404 that explains it.
-    let business = Router::new()
+    let business = if state.recording.is_some() {
+        // Record mode: every business path goes to the upstream, whose
+        // gateway decides scopes; this one still checks its own tokens.
+        Router::new().route("/{suite}/{*rest}", any(proxy::forward))
+    } else {
+        served().route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            scopes::require_scope,
+        ))
+    }
+    .route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        gateway::require_bearer,
+    ))
+    .route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        gateway::business_host_only,
+    ));
+    Router::new()
+        .nest(&format!("/{}", state.config.tenant), auth.merge(business))
+        .nest("/__sim", control::router())
+        .fallback(gateway::not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            gateway::log_requests,
+        ))
+        .with_state(state)
+}
+
+/// The products this simulator serves itself (and the fixtures).
+fn served() -> Router<Arc<SimState>> {
+    Router::new()
         .route("/ifsservice/usermgt/v2/users/me", get(users::me))
         .route(
             "/M3/m3api-rest/v2/execute/{program}/{transaction}",
@@ -289,28 +331,6 @@ fn router(state: Arc<SimState>) -> Router {
         // rest, then a fixture's answer, or the 404 the gateway answers for
         // an API it does not route.
         .route("/{suite}/{*rest}", any(fixture_path))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            scopes::require_scope,
-        ))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            gateway::require_bearer,
-        ))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            gateway::business_host_only,
-        ));
-    Router::new()
-        .nest(&format!("/{}", state.config.tenant), auth.merge(business))
-        .nest("/__sim", control::router())
-        .fallback(gateway::not_found)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            gateway::log_requests,
-        ))
-        .with_state(state)
 }
 
 /// A `[[paths]]` fixture's answer, or the gateway's 404.
@@ -372,16 +392,55 @@ impl std::fmt::Debug for Simulator {
 impl Simulator {
     /// Binds 127.0.0.1:`port` and serves in a background task.
     pub async fn start(config: SimConfig) -> anyhow::Result<Simulator> {
-        config.validate()?;
-        let fixtures = match &config.fixtures {
-            Some(dir) => fixtures::Fixtures::load_dir(dir)?,
-            None => fixtures::Fixtures::default(),
+        Simulator::launch(config, None).await
+    }
+
+    /// Record mode: like [`Simulator::start`] (its own tokens and
+    /// `.ionapi` file), but every business call goes to `upstream`, and
+    /// the answers are recorded as fixture files in `dir`, merged with
+    /// those already there.
+    pub async fn start_recording(
+        config: SimConfig,
+        dir: &Path,
+        upstream: Arc<dyn Upstream>,
+    ) -> anyhow::Result<Simulator> {
+        if config.fixtures.is_some() {
+            bail!(
+                "--record and --fixtures cannot be used together: record first, then serve the \
+                 folder with --fixtures"
+            );
+        }
+        let identity = fixtures::Placeholders {
+            iu: upstream.base_url().trim_end_matches('/').to_owned(),
+            ti: upstream.tenant(),
         };
+        let recorder = fixtures::record::Recorder::open(dir, identity)?;
+        let recording = proxy::Recording {
+            upstream,
+            recorder: Arc::new(Mutex::new(recorder)),
+        };
+        Simulator::launch(config, Some(recording)).await
+    }
+
+    async fn launch(
+        config: SimConfig,
+        recording: Option<proxy::Recording>,
+    ) -> anyhow::Result<Simulator> {
+        config.validate()?;
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, config.port))
             .await
             .with_context(|| format!("binding the simulator to 127.0.0.1:{}", config.port))?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(SimState::new(config, addr.port(), fixtures));
+        // `{{iu}}` and `{{ti}}` in fixtures stand for this instance.
+        let placeholders = fixtures::Placeholders {
+            iu: format!("http://127.0.0.1:{}", addr.port()),
+            ti: config.tenant.clone(),
+        };
+        let fixtures = match &config.fixtures {
+            Some(dir) => fixtures::Fixtures::load_dir(dir, placeholders)?,
+            None => fixtures::Fixtures::default(),
+        };
+        let state = Arc::new(SimState::new(config, addr.port(), fixtures, recording));
         let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {

@@ -617,8 +617,9 @@ pub(crate) async fn execute_get(
     Path((program, transaction)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    // A program the user declared is served from the fixtures.
-    if program != PROGRAM && read(&state.fixtures).has_program(&program) {
+    // A program the user declared (or recorded) is served from the
+    // fixtures, even one the simulator has built in.
+    if read(&state.fixtures).has_program(&program) {
         return super::fixtures::m3_get(
             &mut write(&state.fixtures),
             &program,
@@ -704,7 +705,6 @@ pub(crate) async fn execute_bulk(
     }
     if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body)
         && let Some(program) = value.get("program").and_then(|p| p.as_str())
-        && program != PROGRAM
         && read(&state.fixtures).has_program(program)
     {
         return super::fixtures::m3_bulk(&mut write(&state.fixtures), &value);

@@ -192,13 +192,20 @@ const SIM_HELP: &str =
   IFS       ifsservice/usermgt/v2/users/me
   Yours     --fixtures DIR: M3 programs, IDO collections and gateway paths from
             TOML files (docs/PIPELINES.md, \"Fixtures\"; `ionflow init` writes one)
+Record mode (--record DIR --upstream CONNECTION): the simulator issues its own tokens
+as usual but forwards every gateway call to CONNECTION's tenant (authenticated by the
+connector; its token never leaves it), answers with what the tenant answered, and saves
+M3 transactions, IDO loads and JSON GET answers in DIR in the --fixtures format, merged
+with what DIR holds. Not saved: headers, tokens, secrets, write bodies, the tenant's URL
+and id, or refused calls (401, 403, 429, 5xx). Writes are forwarded: they happen.
 Control (loopback, no token): /__sim/counters, /__sim/faults, /__sim/quota,
 /__sim/throttle, /__sim/token-faults, /__sim/expire-tokens, /__sim/revoke-tokens,
 /__sim/messages, /__sim/datalake
 
 Examples:
   ionflow sim --port 8787 --ionapi-out sim.ionapi
-  ionflow sim --fixtures fixtures/ --ionapi-out secrets/dev.ionapi";
+  ionflow sim --fixtures fixtures/ --ionapi-out secrets/dev.ionapi
+  ionflow sim --record fixtures/ --upstream secrets/acme-test.ionapi --ionapi-out secrets/dev.ionapi";
 
 /// Parses the command line, runs the command and turns its outcome into an
 /// exit code that a scheduler can act on (see README, "Exit codes").
