@@ -1,6 +1,7 @@
 //! One connection: its credentials, its token cache and its business calls.
 
 use std::cell::RefCell;
+use std::rc::Rc;
 
 use super::capabilities::{self as host, Exchange, Lease};
 use super::exports::ionflow::gateway::{auth, gateway};
@@ -26,11 +27,29 @@ pub struct Session {
     timeout_ms: u32,
     max_payload_bytes: u64,
     store_key: String,
-    /// The last token set seen, so that most calls touch neither the store nor the network.
-    cached: RefCell<Option<TokenSet>>,
+    /// The last token set seen, so that most calls touch neither the store
+    /// nor the network; shared, so that a call does not copy it.
+    cached: RefCell<Option<Rc<TokenSet>>>,
+    /// The last request target that passed the checks, so that a run of
+    /// calls to one API path does not check and join it again per call.
+    checked: RefCell<CheckedTargets>,
     saml_assertion: Option<Secret>,
     /// The authorization-code login in progress, if any.
     pending_login: RefCell<Option<PendingLogin>>,
+}
+
+/// Request targets that passed the checks (see `Session::checked_target`).
+#[derive(Default)]
+struct CheckedTargets {
+    /// The last product path that passed, and the URL it joins to.
+    path: Option<String>,
+    base: String,
+    /// Query parameter names that passed, at most [`Self::MAX_NAMES`].
+    names: Vec<String>,
+}
+
+impl CheckedTargets {
+    const MAX_NAMES: usize = 64;
 }
 
 struct PendingLogin {
@@ -127,6 +146,7 @@ impl Session {
                 .unwrap_or(DEFAULT_MAX_PAYLOAD_BYTES),
             store_key,
             cached: RefCell::new(None),
+            checked: RefCell::new(CheckedTargets::default()),
             saml_assertion: options.saml_assertion.clone().map(Secret::new),
             pending_login: RefCell::new(None),
             creds,
@@ -168,13 +188,13 @@ impl Session {
                  (the lease may have expired); keeping the newer entry",
             );
         }
-        *self.cached.borrow_mut() = set.cloned();
+        *self.cached.borrow_mut() = set.cloned().map(Rc::new);
         Ok(())
     }
 
     /// A usable token: from memory, else from the store, else from the token
     /// endpoint under the store's lease so that concurrent callers cause one request.
-    fn current_token(&self) -> Result<(TokenSet, bool), ConnectorError> {
+    fn current_token(&self) -> Result<(Rc<TokenSet>, bool), ConnectorError> {
         let now = host::now_unix();
         if let Some(set) = self.cached.borrow().as_ref()
             && set.usable_at(now, self.renew_before_secs)
@@ -184,21 +204,23 @@ impl Session {
         if let (Some(set), _) = self.load()?
             && set.usable_at(now, self.renew_before_secs)
         {
+            let set = Rc::new(set);
             *self.cached.borrow_mut() = Some(set.clone());
             return Ok((set, true));
         }
         let _lease = self.lease()?;
         // Whoever held the lease before us may have just stored a fresh token.
         let (stored, version) = self.load()?;
-        if let Some(set) = &stored
+        if let Some(set) = stored.as_ref()
             && set.usable_at(host::now_unix(), self.renew_before_secs)
         {
+            let set = Rc::new(set.clone());
             *self.cached.borrow_mut() = Some(set.clone());
-            return Ok((set.clone(), true));
+            return Ok((set, true));
         }
         let fresh = self.obtain(stored.as_ref())?;
         self.save(version, Some(&fresh))?;
-        Ok((fresh, false))
+        Ok((Rc::new(fresh), false))
     }
 
     /// Spends the held refresh token if there is one, else runs the connection's grant.
@@ -308,9 +330,41 @@ impl Session {
         }
     }
 
+    /// `{iu}/{ti}/path` once `path` and the query's parameter names pass
+    /// [`check_request_target`]. The checks depend on nothing but these
+    /// strings, so what passed once is remembered (the last path, a bounded
+    /// set of names) and not checked again.
+    fn checked_target(
+        &self,
+        path: &str,
+        query: &[(String, String)],
+    ) -> Result<String, ConnectorError> {
+        let mut checked = self.checked.borrow_mut();
+        let known_names = query
+            .iter()
+            .all(|(name, _)| checked.names.iter().any(|known| known == name));
+        if known_names && checked.path.as_deref() == Some(path) {
+            return Ok(checked.base.clone());
+        }
+        check_request_target(path, query)?;
+        if checked.path.as_deref() != Some(path) {
+            checked.base = self.creds.api_url(path);
+            checked.path = Some(path.to_owned());
+        }
+        for (name, _) in query {
+            if !checked.names.iter().any(|known| known == name) {
+                if checked.names.len() == CheckedTargets::MAX_NAMES {
+                    checked.names.clear();
+                }
+                checked.names.push(name.clone());
+            }
+        }
+        Ok(checked.base.clone())
+    }
+
     pub fn call(&self, request: gateway::Request) -> Result<gateway::Response, ConnectorError> {
         let path = request.path.trim();
-        check_request_target(path, &request.query)?;
+        let base = self.checked_target(path, &request.query)?;
         if request
             .headers
             .iter()
@@ -338,7 +392,6 @@ impl Session {
         // The request is built once and only its Authorization header changes
         // on a retry: the body and headers are not copied per attempt. Errors
         // name the URL without its query (`what`).
-        let base = self.creds.api_url(path);
         let base_len = base.len();
         let url = crate::url::with_query(base, &request.query);
         let mut headers = request.headers;
@@ -361,7 +414,12 @@ impl Session {
         let mut renewed = false;
         loop {
             let (token, _) = self.current_token()?;
-            outgoing.headers[authorization].1 = format!("Bearer {}", token.access_token.expose());
+            let access_token = token.access_token.expose();
+            let bearer = &mut outgoing.headers[authorization].1;
+            bearer.clear();
+            bearer.reserve(7 + access_token.len());
+            bearer.push_str("Bearer ");
+            bearer.push_str(access_token);
             let response = host::send_request(&outgoing, &outgoing.url[..base_len])?;
             if response.status == 401 {
                 let reason = response::bearer_error(&response.headers)

@@ -52,10 +52,11 @@ impl JqGlobals {
         }
     }
 
-    /// As jaq's values, on the thread that evaluates (built once per chunk
-    /// of records: small objects).
-    pub(crate) fn vals(&self) -> Vec<Val> {
-        self.values.iter().map(to_val).collect()
+    /// As jaq's variables, on the thread that evaluates: built once per
+    /// chunk of records and shared by each record's evaluation (cloning
+    /// them is a reference count).
+    pub(crate) fn vars(&self) -> Vars<Val> {
+        Vars::new(self.values.iter().map(to_val))
     }
 }
 
@@ -283,20 +284,20 @@ impl JqFilter {
     }
 
     /// Runs the filter on `input` on this (sandbox worker) thread, with the
-    /// values of [`GLOBALS`] (from [`JqGlobals::vals`]). The limits are
+    /// values of [`GLOBALS`] (from [`JqGlobals::vars`]). The limits are
     /// enforced by unwinding: call it inside `sandbox::guarded`.
     pub(crate) fn eval(
         &self,
         input: Val,
         time: Duration,
-        globals: &[Val],
+        globals: &Vars<Val>,
     ) -> Result<Vec<Val>, String> {
         let guard = Guard::new(time);
         let env = Env {
             lut: &self.filter.lut,
             guard: &guard,
         };
-        let ctx = Ctx::<Guarded>::new(&env, Vars::new(globals.iter().cloned()));
+        let ctx = Ctx::<Guarded>::new(&env, globals.clone());
         let mut out = Vec::new();
         for result in self.filter.id.run((ctx, input)) {
             guard.tick();
@@ -331,7 +332,7 @@ impl JqFilter {
         let globals = globals.clone();
         sandbox::run_one(limits.time, move || {
             let _budget = Budget::start(limits.memory_bytes());
-            let outputs = filter.eval(to_val(&record), limits.time, &globals.vals())?;
+            let outputs = filter.eval(to_val(&record), limits.time, &globals.vars())?;
             outputs.iter().map(to_json).collect()
         })
         .unwrap_or_else(|failure| {

@@ -196,11 +196,29 @@ fn rewritten_by_parsing(url: &str) -> Option<&'static str> {
         .find(['/', '\\'])
         .map_or("", |start| &after_scheme[start..]);
     let path = path.split(['?', '#']).next().unwrap_or_default();
-    let dot_segment = path.split(['/', '\\']).any(|segment| {
-        let plain = segment.to_ascii_lowercase().replace("%2e", ".");
-        plain == "." || plain == ".."
-    });
+    let dot_segment = path.split(['/', '\\']).any(is_dot_segment);
     dot_segment.then_some("has a `.` or `..` segment")
+}
+
+/// Whether `segment` is `.` or `..`, each dot also spelled `%2e` or `%2E`.
+/// Checked without allocating: it runs on every request.
+fn is_dot_segment(segment: &str) -> bool {
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        if rest[0] == b'.' {
+            rest = &rest[1..];
+        } else if rest.len() >= 3 && rest[..3].eq_ignore_ascii_case(b"%2e") {
+            rest = &rest[3..];
+        } else {
+            return false;
+        }
+        dots += 1;
+        if dots > 2 {
+            return false;
+        }
+    }
+    dots > 0
 }
 
 /// reqwest's messages include the URL, which never carries a secret here
@@ -244,6 +262,11 @@ mod tests {
             assert!(rewritten_by_parsing(url).is_some(), "{url}");
         }
         for url in [
+            "https://h/T/M3/.../x",
+            "https://h/T/M3/%2e%2e%2e/x",
+            "https://h/T/M3/.x/x",
+            "https://h/T/M3/%2f/x",
+            "https://h/T/M3//x",
             "https://h/T/M3/m3api-rest/v2/execute/MMS200MI/LstItmByItm?ITNO=..",
             "https://h/T/M3/file.json",
             "https://h:443/T/as/token.oauth2",
