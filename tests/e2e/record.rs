@@ -324,3 +324,34 @@ async fn record_mode_needs_an_upstream_and_no_fixtures() {
         result.stderr
     );
 }
+
+#[tokio::test]
+async fn a_broken_fixture_file_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("programs.toml"),
+        "[[m3]\nprogram = \"CRS610MI\"\n",
+    )
+    .unwrap();
+    let result = run(ionflow()
+        .args(["sim", "--port", "0", "--fixtures"])
+        .arg(dir.path()))
+    .await;
+    assert_eq!(result.code, 2, "{}", result.all_output());
+    assert!(
+        result.stderr.contains("programs.toml"),
+        "the message names the file: {}",
+        result.stderr
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let result = run(ionflow()
+        .args(["sim", "--port", "0", "--fixtures"])
+        .arg(empty.path()))
+    .await;
+    assert_eq!(result.code, 2, "{}", result.all_output());
+    assert!(
+        result.stderr.contains("no .toml fixture file"),
+        "{}",
+        result.stderr
+    );
+}

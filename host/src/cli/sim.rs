@@ -11,6 +11,7 @@ use futures::future::BoxFuture;
 use super::Exit;
 use super::connection::{ConnectionArgs, Diagnostic};
 use super::output::outln;
+use crate::config::UsageError;
 use ionflow_runtime::{ConnectorError, ErrorKind, GatewayRequest, Method};
 use ionflow_sim::{Answer, Forward, Refusal, SimConfig, Simulator, Upstream};
 
@@ -113,6 +114,13 @@ impl Upstream for ConnectionUpstream {
     }
 }
 
+/// The simulator refuses to start only over what the user gave it (its
+/// options, a fixture or recording folder, a port to listen on): a
+/// configuration error, exit 2, with the file and the fix in the message.
+fn refused(error: anyhow::Error) -> anyhow::Error {
+    UsageError(format!("{error:#}")).into()
+}
+
 pub async fn sim(args: SimArgs) -> anyhow::Result<Exit> {
     let mut session = None;
     let sim = match (&args.record, &args.upstream) {
@@ -129,9 +137,11 @@ pub async fn sim(args: SimArgs) -> anyhow::Result<Exit> {
                 tenant: info.tenant.clone(),
             });
             session = Some(held);
-            Simulator::start_recording(args.config, dir, forwarder).await?
+            Simulator::start_recording(args.config, dir, forwarder)
+                .await
+                .map_err(refused)?
         }
-        _ => Simulator::start(args.config).await?,
+        _ => Simulator::start(args.config).await.map_err(refused)?,
     };
     sim.write_ionapi(&args.ionapi_out)?;
     outln!("ION API Gateway simulator listening on {}", sim.base_url());
