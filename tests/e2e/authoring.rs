@@ -9,9 +9,9 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt as _, BufReader};
-
-use crate::support::{ionflow, items_pipeline, read_jsonl, run, sim_post, simulator, workdir};
+use crate::support::{
+    ionflow, items_pipeline, read_jsonl, run, sim_post, sim_process, simulator, workdir,
+};
 
 fn docs() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/PIPELINES.md"))
@@ -35,31 +35,7 @@ fn customers_pipeline_from_the_docs() -> String {
 /// `ionflow sim` as its own process; returns it and its base URL once the
 /// credentials file is written.
 async fn start_sim(args: &[&str]) -> (tokio::process::Child, String) {
-    let mut child = ionflow()
-        .arg("sim")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut url = None;
-    let mut seen = Vec::new();
-    while let Ok(Ok(Some(line))) =
-        tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await
-    {
-        if let Some(rest) = line.strip_prefix("ION API Gateway simulator listening on ") {
-            url = Some(rest.trim().to_owned());
-        }
-        let done = line.starts_with("counters:");
-        seen.push(line);
-        if done {
-            break;
-        }
-    }
-    // Keep draining stdout so the simulator never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let url = url.unwrap_or_else(|| panic!("the simulator did not start: {seen:?}"));
+    let (child, url, seen) = sim_process(args).await;
     assert!(
         seen.iter().any(|l| l
             .starts_with("fixture: M3 CRS610MI (Add, ChgBasicData, GetBasicData, LstByNumber)")),

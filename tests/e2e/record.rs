@@ -4,13 +4,11 @@
 //! DIR` alone serves the same records, and DIR holds no secret of either.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt as _, BufReader};
-
 use crate::support::{
-    assert_no_secret, file_secrets, files_under, ionflow, read_jsonl, run, sigterm,
+    assert_no_secret, file_secrets, files_under, ionflow, issued_tokens_at, read_jsonl, run,
+    sigterm, sim_get_at, sim_process,
 };
 
 const UPSTREAM_TENANT: &str = "REAL_PRD";
@@ -49,36 +47,6 @@ body = { "@odata.context" = "{{iu}}/{{ti}}/LN/lnapi/odata/$metadata", value = [
 ] }
 "#;
 
-/// Starts `ionflow sim ARGS` and returns it with its base URL once it
-/// has said what it serves.
-async fn sim(args: &[&str]) -> (tokio::process::Child, String, Vec<String>) {
-    let mut child = ionflow()
-        .arg("sim")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut url = None;
-    let mut seen = Vec::new();
-    while let Ok(Ok(Some(line))) =
-        tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await
-    {
-        if let Some(rest) = line.strip_prefix("ION API Gateway simulator listening on ") {
-            url = Some(rest.trim().to_owned());
-        }
-        let done = line.starts_with("counters:");
-        seen.push(line);
-        if done {
-            break;
-        }
-    }
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let url = url.unwrap_or_else(|| panic!("the simulator did not start: {seen:?}"));
-    (child, url, seen)
-}
-
 async fn stop(mut child: tokio::process::Child) {
     sigterm(child.id().unwrap()).await;
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
@@ -86,33 +54,6 @@ async fn stop(mut child: tokio::process::Child) {
         .expect("the simulator stops on SIGTERM")
         .unwrap();
     assert!(status.success(), "{status:?}");
-}
-
-async fn control(base: &str, path: &str) -> serde_json::Value {
-    ionflow_runtime::tls::client()
-        .get(format!("{base}/__sim/{path}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-/// Every token a simulator issued (`/__sim/tokens`), at least one.
-async fn tokens(base: &str) -> Vec<String> {
-    fn strings(v: &serde_json::Value, out: &mut Vec<String>) {
-        match v {
-            serde_json::Value::String(s) if s.len() >= 16 => out.push(s.clone()),
-            serde_json::Value::Array(a) => a.iter().for_each(|v| strings(v, out)),
-            serde_json::Value::Object(o) => o.values().for_each(|v| strings(v, out)),
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    strings(&control(base, "tokens").await, &mut out);
-    assert!(!out.is_empty(), "{base} issued no token");
-    out
 }
 
 /// Three pipelines on `ionapi`: an M3 list paged by key, an IDO load
@@ -192,7 +133,7 @@ async fn recorded_answers_replay_offline_without_secrets() {
     let ionapi = dir.join("sim.ionapi");
 
     // The "real tenant", and the recorder in front of it.
-    let (upstream, upstream_base, _) = sim(&[
+    let (upstream, upstream_base, _) = sim_process(&[
         "--fixtures",
         upstream_fixtures.to_str().unwrap(),
         "--tenant",
@@ -203,7 +144,7 @@ async fn recorded_answers_replay_offline_without_secrets() {
         upstream_ionapi.to_str().unwrap(),
     ])
     .await;
-    let (recorder, recorder_base, said) = sim(&[
+    let (recorder, recorder_base, said) = sim_process(&[
         "--record",
         recorded.to_str().unwrap(),
         "--upstream",
@@ -242,7 +183,7 @@ async fn recorded_answers_replay_offline_without_secrets() {
         live[2][0]
     );
     // The answers came from the upstream, through its gateway.
-    let counted = control(&upstream_base, "counters").await;
+    let counted = sim_get_at(&upstream_base, "counters").await;
     assert!(
         counted["api_calls"].as_u64().unwrap_or(0) >= 3 + 5 + 3,
         "{counted}"
@@ -251,8 +192,8 @@ async fn recorded_answers_replay_offline_without_secrets() {
     // Neither side's secrets nor the upstream's tokens, URL or tenant are in DIR.
     let mut secrets = file_secrets(&upstream_ionapi);
     secrets.extend(file_secrets(&ionapi));
-    secrets.extend(tokens(&upstream_base).await);
-    secrets.extend(tokens(&recorder_base).await);
+    secrets.extend(issued_tokens_at(&upstream_base).await);
+    secrets.extend(issued_tokens_at(&recorder_base).await);
     secrets.push(upstream_base.clone());
     secrets.push(UPSTREAM_TENANT.to_owned());
     stop(recorder).await;
@@ -273,7 +214,7 @@ async fn recorded_answers_replay_offline_without_secrets() {
     }
 
     // Offline: the recorded folder alone, the same pipelines, the same records.
-    let (offline, offline_base, said) = sim(&[
+    let (offline, offline_base, said) = sim_process(&[
         "--fixtures",
         recorded.to_str().unwrap(),
         "--ionapi-out",

@@ -141,14 +141,13 @@ pub fn file_secrets(ionapi: &Path) -> Vec<String> {
 
 /// Every access and refresh token the simulator issued.
 pub async fn issued_tokens(sim: &Simulator) -> Vec<String> {
-    let body: serde_json::Value = ionflow_runtime::tls::client()
-        .get(format!("{}/__sim/tokens", sim.base_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    issued_tokens_at(&sim.base_url()).await
+}
+
+/// Every token the simulator at `base` (in-process or an `ionflow sim`
+/// process) issued.
+pub async fn issued_tokens_at(base: &str) -> Vec<String> {
+    let body = sim_get_at(base, "tokens").await;
     let mut tokens = Vec::new();
     collect_strings(&body, &mut tokens);
     assert!(!tokens.is_empty(), "the simulator lists no tokens: {body}");
@@ -280,8 +279,13 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 }
 
 pub async fn sim_get(sim: &Simulator, path: &str) -> serde_json::Value {
+    sim_get_at(&sim.base_url(), path).await
+}
+
+/// `GET {base}/__sim/{path}` of a simulator known by its URL.
+pub async fn sim_get_at(base: &str, path: &str) -> serde_json::Value {
     ionflow_runtime::tls::client()
-        .get(format!("{}/__sim/{path}", sim.base_url()))
+        .get(format!("{base}/__sim/{path}"))
         .send()
         .await
         .unwrap()
@@ -317,4 +321,36 @@ pub async fn sigterm(pid: u32) {
 pub async fn daemon_timing() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
+}
+
+/// Starts `ionflow sim ARGS` as its own process and returns it, its base URL
+/// and the lines it printed, once it has said what it serves. Its output is
+/// drained afterwards, so it never blocks on a full pipe.
+pub async fn sim_process(args: &[&str]) -> (tokio::process::Child, String, Vec<String>) {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut child = ionflow()
+        .arg("sim")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut url = None;
+    let mut seen = Vec::new();
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(std::time::Duration::from_secs(60), lines.next_line()).await
+    {
+        if let Some(rest) = line.strip_prefix("ION API Gateway simulator listening on ") {
+            url = Some(rest.trim().to_owned());
+        }
+        let done = line.starts_with("counters:");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let url = url.unwrap_or_else(|| panic!("the simulator did not start: {seen:?}"));
+    (child, url, seen)
 }
