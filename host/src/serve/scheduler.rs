@@ -164,14 +164,51 @@ pub(super) async fn scheduler(
     // another reason (a run ended, a look for lapsed leases), so a wake-up
     // just after the tick's time cannot skip past it.
     let mut pending: Option<DateTime<Utc>> = None;
+    // The last tick handled. The next one is the schedule's next after it,
+    // not after "now": when handling a tick took past the following one (a
+    // slow store, a loaded machine), that tick is handled late instead of
+    // lost without a word. Of several that passed, the latest is handled and
+    // the others are reported as skipped.
+    let mut handled: Option<DateTime<Utc>> = None;
     loop {
         let next = match pending.take() {
             Some(next) => next,
             None => {
-                let Some(next) = schedule.next_after(Utc::now()) else {
+                let now = Utc::now();
+                let Some(mut next) = schedule.next_after(handled.unwrap_or(now)) else {
                     tracing::warn!(target: "ionflow::serve", pipeline = %name, "the schedule has no future fire time");
                     break;
                 };
+                // One line per passed tick for the first few, then a count:
+                // a suspended machine may come back a day of ticks later.
+                const SAID_ONE_BY_ONE: u64 = 10;
+                let mut passed = 0_u64;
+                while let Some(later) = schedule.next_after(next).filter(|t| *t <= now) {
+                    passed += 1;
+                    if passed <= SAID_ONE_BY_ONE {
+                        tracing::info!(
+                            target: "ionflow::serve",
+                            event = "tick_skipped",
+                            pipeline = %name,
+                            tick = %next,
+                            "the scheduler was busy past this tick; a later one runs"
+                        );
+                    }
+                    next = later;
+                }
+                if passed > 0 {
+                    update(&mut |s| s.skipped += passed);
+                }
+                if passed > SAID_ONE_BY_ONE {
+                    tracing::info!(
+                        target: "ionflow::serve",
+                        event = "ticks_skipped",
+                        pipeline = %name,
+                        count = passed,
+                        until = %next,
+                        "{passed} ticks passed while the scheduler was busy; the latest runs"
+                    );
+                }
                 update(&mut |s| s.next_run = Some(next));
                 if let Err(e) = ctx
                     .storage
@@ -231,6 +268,7 @@ pub(super) async fn scheduler(
             }
         }
         write_tick(&last_tick_file, next);
+        handled = Some(next);
         // The tick missed during a store outage goes first; this one then
         // meets it as it would meet any run still going.
         if running.as_ref().is_none_or(|r| r.is_finished())
