@@ -159,6 +159,11 @@ ionflow sim --fixtures fixtures/ --ionapi-out secrets/dev.ionapi   # in another 
 ionflow run pipelines/items.toml
 ```
 
+Fixtures can be recorded from a test tenant instead of written by hand:
+`ionflow sim --record fixtures/ --upstream secrets/test.ionapi` forwards
+every call to that tenant and saves its answers (no token or secret) as
+fixtures, which `--fixtures fixtures/` then serves offline.
+
 Editors: `pipeline.schema.json` is the format's JSON Schema and
 `.taplo.toml` points Even Better TOML (VS Code) and taplo at it, so keys
 complete and mistakes are underlined as you type.
