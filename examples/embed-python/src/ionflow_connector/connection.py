@@ -13,9 +13,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
-from . import errors
+from . import errors, holders
 from ._runtime import MEMORY_BYTES, Instance, InstanceHost, Runtime, field_of, record, scrubber
-from .token_store import FileTokenStore, StoreUnavailable, TokenStore
+from .holders import Released
+from .token_store import FileTokenStore, LockTimeout, StoreConflict, StoreUnavailable, TokenStore
 from .transport import RequestsTransport, host_of
 
 Headers = List[Tuple[str, str]]
@@ -26,6 +27,10 @@ HeadersLike = Union[Mapping[str, str], Iterable[Tuple[str, str]], None]
 #: (as ionflow: 6 x the request timeout + 30 s).
 _DEFAULT_TIMEOUT_MS = 60_000
 _METHODS = ("get", "head", "post", "put", "patch", "delete")
+#: The token lease taken to delete a grant's stored tokens, and how long to wait
+#: for it (as ionflow: longer than a dead holder's lease can last).
+_DROP_LEASE_TTL_MS = 30_000
+_DROP_LEASE_WAIT_MS = 90_000
 
 log = logging.getLogger("ionflow_connector")
 
@@ -265,12 +270,21 @@ class Connection:
     also across processes (``ionflow`` included) when the store is the file
     store.
 
+    The connection holds its grant (the tokens under its store key) from
+    the moment it opens until ``close()``, as every ``ionflow`` process does
+    (``holders.py``): on the file store this process joins the grant's
+    holders, so that no process, Python or ``ionflow``, revokes it under
+    another. Opening waits (up to ``grant_wait`` seconds) while the grant's
+    last holder elsewhere is revoking it.
+
     Used as a context manager (or on ``close()``), the connection keeps its
-    grant in the token store for the next user, as ``ionflow run`` does:
-    this process cannot know whether another process shares the grant, and
-    revoking it would break that one. A ``saml-bearer`` grant (a user's
-    session) is revoked. ``revoke_on_close=True`` revokes any grant but a
-    login (``authorization-code``) when you know no one else uses it.
+    grant in the token store for the next user by default, as ``ionflow
+    run`` does. A ``saml-bearer`` grant (a user's session) is asked to end,
+    and ``revoke_on_close=True`` asks it for any grant but a login
+    (``authorization-code``): the grant is then revoked, and its stored
+    tokens deleted, only when this process is its last holder and every
+    connection of this process on it asked for it; otherwise it is left to
+    the last holder, and the close says so in the log.
     """
 
     def __init__(
@@ -290,9 +304,12 @@ class Connection:
         saml_assertion: Optional[str],
         call_deadline: Optional[float] = None,
         memory_bytes: int = MEMORY_BYTES,
+        grant_wait: Optional[float] = None,
     ) -> None:
         if instances < 1:
             raise errors.InvalidOptionsError("instances must be at least 1")
+        if grant_wait is not None and not 0 <= grant_wait <= 86_400:
+            raise errors.InvalidOptionsError(f"grant_wait {grant_wait} is not 0 to 86400 seconds")
         self._runtime = runtime
         self._ionapi = _Secret(ionapi_json)
         self._options = options
@@ -308,6 +325,7 @@ class Connection:
         self._cond = threading.Condition()
         self._idle: List[Instance] = []
         self._closed = False
+        self._closing = False
         self._allowed: Tuple[str, ...] = ()
         # The first instance validates the file now (no network call) and is
         # the one that carries an authorization-code login from begin to complete.
@@ -320,6 +338,12 @@ class Connection:
             self._revoke_on_close = grant == Grant.SAML_BEARER
         else:
             self._revoke_on_close = revoke_on_close and grant != Grant.AUTHORIZATION_CODE
+        wait = holders.join_wait(timeout_ms / 1000) if grant_wait is None else grant_wait
+        try:
+            self._hold = holders.hold(tokens, self.info.store_key, wait)
+        except BaseException:
+            self._primary.close()
+            raise
 
     @classmethod
     def from_ionapi(
@@ -342,6 +366,7 @@ class Connection:
         name: Optional[str] = None,
         call_deadline: Optional[float] = None,
         memory_bytes: int = MEMORY_BYTES,
+        grant_wait: Optional[float] = None,
     ) -> "Connection":
         """Opens a connection; no network call happens yet.
 
@@ -363,6 +388,12 @@ class Connection:
         ``memory_bytes`` of memory (256 MiB) and each export call
         ``call_deadline`` seconds (six request timeouts plus 30 s) before it
         traps; a trapped instance is discarded and replaced.
+
+        The connection holds its grant until ``close()`` (see the class).
+        ``grant_wait`` is how many seconds opening waits while another
+        process is ending the grant (default, as ionflow: three request
+        timeouts plus 30 s); past it, :class:`GrantHoldersError` names the
+        lock file.
         """
         text = _read_ionapi(ionapi)
         timeout_ms = None if timeout is None else max(int(round(timeout * 1000)), 1)
@@ -405,6 +436,7 @@ class Connection:
             saml_assertion=saml_assertion,
             call_deadline=call_deadline,
             memory_bytes=memory_bytes,
+            grant_wait=grant_wait,
         )
 
     def __repr__(self) -> str:
@@ -549,7 +581,22 @@ class Connection:
             return _token(instance.checked("refresh", instance.handle))
 
     def revoke(self) -> None:
-        """Revokes the refresh token (or the access token) and forgets both, for every sharer."""
+        """Revokes the grant now, whoever else holds it, and forgets its tokens for every sharer.
+
+        An explicit end, as ``ionflow logout``: other holders (an ``ionflow
+        serve``, another program) are not asked, and their next call needs a
+        new grant. To end a grant only when no one else uses it, close with
+        ``revoke_on_close=True`` (or ``close(revoke=True)``) instead. A
+        revocation that fails still deletes the stored tokens (the gateway
+        may or may not have revoked them) and raises.
+        """
+        try:
+            self._revoke_once()
+        except errors.ConnectorError:
+            self._forget_stored()
+            raise
+
+    def _revoke_once(self) -> None:
         with self._instance() as instance:
             instance.checked("revoke", instance.handle)
 
@@ -570,21 +617,91 @@ class Connection:
             return instance.checked("implicit_authorization_url", instance.handle, redirect_uri, state, scope)
 
     def close(self, revoke: Optional[bool] = None) -> None:
-        """Releases the instances; revokes first when ``revoke`` (default: as configured)."""
-        if self._closed:
-            return
-        if self._revoke_on_close if revoke is None else revoke:
-            try:
-                self.revoke()
-            except errors.ConnectorError as e:
-                self._logger.warning("could not revoke the grant on close: %s", e)
+        """Lets go of the grant and releases the instances.
+
+        ``revoke`` (default: as configured) asks for the grant to end: it is
+        revoked, and its stored tokens deleted, only when this process is its
+        last holder and every connection of this process on it asked too.
+        """
         with self._cond:
-            self._closed = True
-            idle, self._idle = self._idle, []
-            self._count -= len(idle)
-            self._cond.notify_all()
-        for instance in idle:
-            instance.close()
+            if self._closed or self._closing:
+                return
+            self._closing = True
+        try:
+            self._release_grant(self._revoke_on_close if revoke is None else bool(revoke))
+        finally:
+            with self._cond:
+                self._closed = True
+                idle, self._idle = self._idle, []
+                self._count -= len(idle)
+                self._cond.notify_all()
+            for instance in idle:
+                instance.close()
+
+    def _release_grant(self, revoke: bool) -> None:
+        try:
+            released = self._hold.release(revoke, self._end_grant)
+        except errors.GrantHoldersError as e:
+            self._logger.warning(
+                "could not find out whether another process holds the grant, so it was kept: %s", e
+            )
+            return
+        if released is Released.OTHERS_HOLD:
+            self._logger.info(
+                "another live process holds the grant (%s); it is kept for it and not revoked",
+                self._hold.path,
+            )
+        elif released is Released.REVOKED:
+            self._logger.info("this process was the grant's last holder: revoked")
+
+    def _end_grant(self) -> Released:
+        """Revokes, then deletes the stored tokens whatever the outcome: after a
+        timeout the gateway may or may not have revoked them, and no later user
+        may trust a token in that state."""
+        try:
+            self._revoke_once()
+            revoked = True
+        except errors.ConnectorError as e:
+            self._logger.warning(
+                "could not revoke the grant (%s); its stored tokens are deleted so that no later "
+                "run uses them, and it ends on its own when its refresh token expires",
+                e,
+            )
+            revoked = False
+        self._forget_stored()
+        return Released.REVOKED if revoked else Released.DROPPED
+
+    def _forget_stored(self) -> None:
+        """Deletes the grant's stored tokens under the token lease (logged, not raised)."""
+        key = self.info.store_key
+        try:
+            lease = self._tokens.lock(key, _DROP_LEASE_TTL_MS, _DROP_LEASE_WAIT_MS)
+        except LockTimeout:
+            self._logger.warning(
+                "could not delete the stored tokens: their lease stayed taken for %d s; the next "
+                "run finds out they no longer work and requests new ones",
+                _DROP_LEASE_WAIT_MS // 1000,
+            )
+            return
+        except StoreUnavailable as e:
+            self._logger.warning("could not delete the stored tokens: %s", e)
+            return
+        try:
+            # A conflict means a writer slipped in; delete what it wrote.
+            for _ in range(3):
+                entry = self._tokens.load(key)
+                if entry is None:
+                    return
+                try:
+                    self._tokens.save(key, entry.version, None)
+                    return
+                except StoreConflict:
+                    continue
+            self._logger.warning("could not delete the stored tokens: the entry kept changing meanwhile")
+        except StoreUnavailable as e:
+            self._logger.warning("could not delete the stored tokens: %s", e)
+        finally:
+            self._tokens.unlock(key, lease)
 
     def __enter__(self) -> "Connection":
         return self

@@ -138,6 +138,21 @@ class TokenStoreError(ConnectorError):
     kind = "token-store"
 
 
+class GrantHoldersError(TokenStoreError):
+    """This process could not join (or leave) a grant's holders.
+
+    ``path`` is the lock file beside the token entry
+    (``<stem>.holders.lock``): it could not be opened or locked, or another
+    process was still ending (revoking) the grant when the wait ran out.
+    It is None for a store no other process shares, where only another
+    connection of this process can have been ending the grant.
+    """
+
+    def __init__(self, message: str, path: Optional[str]) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class UnsupportedError(ConnectorError):
     """Not possible on this connection (a refresh without a refresh token, ...)."""
 
