@@ -22,6 +22,28 @@ pub struct Schedule {
     cron: Cron,
 }
 
+/// The tick a scheduler handles next, and the ticks it let pass: when
+/// handling one tick took past the following ones (a slow store, a loaded
+/// or suspended machine), the latest that passed is handled and the others
+/// are skipped, never run late one after another nor lost without a word.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Due {
+    pub tick: DateTime<Utc>,
+    /// The first skipped ticks, oldest first (at most [`Due::LISTED`]).
+    pub skipped: Vec<DateTime<Utc>>,
+    /// How many ticks were skipped in all; [`Due::COUNTED`] means at least
+    /// that many (counting is bounded: a year of one-second ticks would
+    /// otherwise take the scheduler seconds to count).
+    pub skipped_count: u64,
+}
+
+impl Due {
+    /// Skipped ticks named one by one; the rest are only counted.
+    pub const LISTED: usize = 10;
+    /// The bound on counting skipped ticks.
+    pub const COUNTED: u64 = 100_000;
+}
+
 /// What is wrong with a schedule, with the field at fault where one is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -75,6 +97,52 @@ impl Schedule {
             .find_next_occurrence(&local, false)
             .ok()
             .map(|t| t.with_timezone(&Utc))
+    }
+
+    /// The last fire time at or before `at`.
+    fn at_or_before(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let local = at.with_timezone(&self.timezone);
+        self.cron
+            .find_previous_occurrence(&local, true)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+
+    /// The tick to handle at `now`, given the last tick handled (none at
+    /// start, when only future ticks count): the schedule's next after it,
+    /// or, when later ticks have passed as well, the latest of them, with
+    /// the ones before it reported as skipped. None when the schedule has no
+    /// future fire time.
+    pub fn due(&self, handled: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<Due> {
+        let first = self.next_after(handled.unwrap_or(now))?;
+        let latest = match self.at_or_before(now) {
+            Some(latest) if latest > first => latest,
+            _ => {
+                return Some(Due {
+                    tick: first,
+                    skipped: Vec::new(),
+                    skipped_count: 0,
+                });
+            }
+        };
+        let mut skipped = Vec::new();
+        let mut skipped_count = 0;
+        let mut cursor = Some(first);
+        while let Some(tick) = cursor.filter(|t| *t < latest) {
+            if skipped_count == Due::COUNTED {
+                break;
+            }
+            if skipped.len() < Due::LISTED {
+                skipped.push(tick);
+            }
+            skipped_count += 1;
+            cursor = self.next_after(tick);
+        }
+        Some(Due {
+            tick: latest,
+            skipped,
+            skipped_count,
+        })
     }
 
     /// The next `count` fire times after `after`, in the schedule's zone.
@@ -149,6 +217,63 @@ fn locate(expression: &str, error: croner::errors::CronError) -> ScheduleError {
 mod tests {
     use super::*;
     use chrono::TimeZone as _;
+
+    fn at(h: u32, m: u32, s: u32, ms: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 1, h, m, s).unwrap() + chrono::Duration::milliseconds(ms)
+    }
+
+    #[test]
+    fn due_is_the_next_tick_when_none_passed() {
+        let s = Schedule::parse("* * * * * *", None).unwrap();
+        // At start nothing counts as passed, not even the second just gone.
+        let due = s.due(None, at(10, 0, 3, 200)).unwrap();
+        assert_eq!((due.tick, due.skipped_count), (at(10, 0, 4, 0), 0));
+        // Handled in time: the following second.
+        let due = s.due(Some(at(10, 0, 3, 0)), at(10, 0, 3, 40)).unwrap();
+        assert_eq!((due.tick, due.skipped_count), (at(10, 0, 4, 0), 0));
+        // Handled late, but only the next tick has passed: it is run late, not skipped.
+        let due = s.due(Some(at(10, 0, 3, 0)), at(10, 0, 4, 900)).unwrap();
+        assert_eq!((due.tick, due.skipped_count), (at(10, 0, 4, 0), 0));
+    }
+
+    #[test]
+    fn of_several_passed_ticks_the_latest_is_due_and_the_others_are_skipped() {
+        let s = Schedule::parse("* * * * * *", None).unwrap();
+        // Handling 10:00:00 took until 10:00:03.2: 01 and 02 are skipped, 03 runs.
+        let due = s.due(Some(at(10, 0, 0, 0)), at(10, 0, 3, 200)).unwrap();
+        assert_eq!(due.tick, at(10, 0, 3, 0));
+        assert_eq!(due.skipped, [at(10, 0, 1, 0), at(10, 0, 2, 0)]);
+        assert_eq!(due.skipped_count, 2);
+        // A tick exactly at "now" is due.
+        let due = s.due(Some(at(10, 0, 0, 0)), at(10, 0, 2, 0)).unwrap();
+        assert_eq!((due.tick, due.skipped_count), (at(10, 0, 2, 0), 1));
+        // Minute schedule in a zone: the same rule in that zone's minutes.
+        let s = Schedule::parse("*/15 * * * *", Some("Europe/Stockholm")).unwrap();
+        let due = s.due(Some(at(9, 0, 0, 0)), at(9, 50, 0, 0)).unwrap();
+        assert_eq!(due.tick, at(9, 45, 0, 0));
+        assert_eq!(due.skipped, [at(9, 15, 0, 0), at(9, 30, 0, 0)]);
+    }
+
+    #[test]
+    fn a_long_sleep_lists_ten_skipped_ticks_and_counts_the_rest_within_a_bound() {
+        let s = Schedule::parse("* * * * * *", None).unwrap();
+        // A machine suspended for an hour: 3599 ticks skipped, 10 listed.
+        let due = s.due(Some(at(10, 0, 0, 0)), at(11, 0, 0, 500)).unwrap();
+        assert_eq!(due.tick, at(11, 0, 0, 0));
+        assert_eq!(due.skipped_count, 3599);
+        assert_eq!(due.skipped.len(), Due::LISTED);
+        assert_eq!(due.skipped[9], at(10, 0, 10, 0));
+        // Thirty days of one-second ticks: counted up to the bound, and the
+        // latest tick is still found exactly.
+        let handled = at(10, 0, 0, 0);
+        let now = handled + chrono::Duration::days(30) + chrono::Duration::milliseconds(1500);
+        let due = s.due(Some(handled), now).unwrap();
+        assert_eq!(
+            due.tick,
+            handled + chrono::Duration::days(30) + chrono::Duration::seconds(1)
+        );
+        assert_eq!(due.skipped_count, Due::COUNTED);
+    }
 
     #[test]
     fn five_and_six_fields_and_shortcuts() {

@@ -18,6 +18,7 @@ use crate::grants::Grants;
 use crate::metrics::{RunEnd, RunRecords, metrics};
 use crate::pipeline::run_lock::RunLock;
 use crate::pipeline::{HeldGrant, Pipeline, Session, Summary};
+use crate::schedule::Due;
 use crate::store::{Claim, RunState, Storage, TickLease};
 use ionflow_runtime::Runtime;
 
@@ -174,41 +175,41 @@ pub(super) async fn scheduler(
         let next = match pending.take() {
             Some(next) => next,
             None => {
-                let now = Utc::now();
-                let Some(mut next) = schedule.next_after(handled.unwrap_or(now)) else {
+                let Some(due) = schedule.due(handled, Utc::now()) else {
                     tracing::warn!(target: "ionflow::serve", pipeline = %name, "the schedule has no future fire time");
                     break;
                 };
                 // One line per passed tick for the first few, then a count:
                 // a suspended machine may come back a day of ticks later.
-                const SAID_ONE_BY_ONE: u64 = 10;
-                let mut passed = 0_u64;
-                while let Some(later) = schedule.next_after(next).filter(|t| *t <= now) {
-                    passed += 1;
-                    if passed <= SAID_ONE_BY_ONE {
-                        tracing::info!(
-                            target: "ionflow::serve",
-                            event = "tick_skipped",
-                            pipeline = %name,
-                            tick = %next,
-                            "the scheduler was busy past this tick; a later one runs"
-                        );
-                    }
-                    next = later;
+                for tick in &due.skipped {
+                    tracing::info!(
+                        target: "ionflow::serve",
+                        event = "tick_skipped",
+                        pipeline = %name,
+                        tick = %tick,
+                        "the scheduler was busy past this tick; a later one runs"
+                    );
                 }
-                if passed > 0 {
-                    update(&mut |s| s.skipped += passed);
+                if due.skipped_count > 0 {
+                    update(&mut |s| s.skipped += due.skipped_count);
                 }
-                if passed > SAID_ONE_BY_ONE {
+                if due.skipped_count > due.skipped.len() as u64 {
+                    let count = due.skipped_count;
+                    let at_least = if count == Due::COUNTED {
+                        "at least "
+                    } else {
+                        ""
+                    };
                     tracing::info!(
                         target: "ionflow::serve",
                         event = "ticks_skipped",
                         pipeline = %name,
-                        count = passed,
-                        until = %next,
-                        "{passed} ticks passed while the scheduler was busy; the latest runs"
+                        count,
+                        until = %due.tick,
+                        "{at_least}{count} ticks passed while the scheduler was busy; the latest runs"
                     );
                 }
+                let next = due.tick;
                 update(&mut |s| s.next_run = Some(next));
                 if let Err(e) = ctx
                     .storage
