@@ -388,3 +388,49 @@ async fn bulk_m3_dead_letters_keep_the_m3_error_code() {
     );
     sim.shutdown().await;
 }
+
+/// A system without root certificates (a bare container image): a pipeline
+/// that makes no HTTP call runs, since HTTP clients are built at their first
+/// use, and one that needs TLS says what is missing instead of "builder
+/// error".
+#[tokio::test]
+async fn without_root_certificates_a_file_pipeline_runs_and_https_names_the_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty_dir = dir.path().join("no-certs");
+    std::fs::create_dir(&empty_dir).unwrap();
+    let empty_file = write(dir.path(), "no-certs.pem", "");
+    write(dir.path(), "in.jsonl", "{\"a\":1}\n{\"a\":2}\n");
+    let files = write(
+        dir.path(),
+        "files.toml",
+        "name = \"files\"\n[source]\nkind = \"file\"\npath = \"in.jsonl\"\n\
+         [[sinks]]\nkind = \"file\"\npath = \"out.jsonl\"\n",
+    );
+    let without_certs = |pipeline: &Path| {
+        let mut cmd = crate::support::ionflow();
+        cmd.arg("run")
+            .arg(pipeline)
+            .env("SSL_CERT_FILE", &empty_file)
+            .env("SSL_CERT_DIR", &empty_dir);
+        cmd
+    };
+    let result = crate::support::run(&mut without_certs(&files)).await;
+    assert_eq!(result.code, 0, "{}", result.all_output());
+    assert_eq!(read_jsonl(&dir.path().join("out.jsonl")).len(), 2);
+
+    // The name does not resolve, but the client fails before any lookup.
+    let https = write(
+        dir.path(),
+        "https.toml",
+        "name = \"https\"\n[source]\nkind = \"http\"\nurl = \"https://ionflow-test.invalid/items\"\n\
+         [[sinks]]\nkind = \"file\"\npath = \"out2.jsonl\"\n",
+    );
+    let result = crate::support::run(&mut without_certs(&https)).await;
+    assert_ne!(result.code, 0);
+    assert!(
+        result.stderr.contains("could not build the HTTP client")
+            && result.stderr.contains("No CA certificates were loaded"),
+        "{}",
+        result.stderr
+    );
+}

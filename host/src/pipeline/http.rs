@@ -15,16 +15,17 @@ use ionflow_runtime::capabilities::transport::{CappedError, read_capped};
 /// by ionflow grows past it, Content-Length or not.
 #[derive(Clone)]
 pub struct HttpClient {
-    client: reqwest::Client,
+    /// Built at the first call: most pipelines have no plain-HTTP source or
+    /// sink and should not load the system's root certificates for one.
+    client: ionflow_runtime::tls::LazyClient,
     max_response_bytes: u64,
 }
 
 impl HttpClient {
     pub fn new(max_response_bytes: u64) -> anyhow::Result<Self> {
-        let client = ionflow_runtime::tls::client_builder()
-            .user_agent(concat!("ionflow/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("could not build the HTTP client")?;
+        let client = ionflow_runtime::tls::LazyClient::new(|builder| {
+            builder.user_agent(concat!("ionflow/", env!("CARGO_PKG_VERSION")))
+        });
         Ok(HttpClient {
             client,
             max_response_bytes,
@@ -100,6 +101,7 @@ pub async fn send(
         }
         let mut builder = http
             .client
+            .get()?
             .request(request.method.clone(), url)
             .timeout(request.timeout);
         for (name, value) in &request.headers {

@@ -15,7 +15,9 @@ use super::super::limits::{ConnectionStats, DEFAULT_MAX_RESPONSE_BYTES};
 /// cookies are kept.
 #[derive(Clone)]
 pub struct HttpTransport {
-    client: reqwest::Client,
+    /// Built at the first exchange: a process that never calls the gateway
+    /// does not load the system's root certificates.
+    client: crate::tls::LazyClient,
     /// Answers larger than this are refused while they stream in, with or
     /// without a Content-Length: a runaway response must not exhaust the
     /// host's memory.
@@ -24,11 +26,12 @@ pub struct HttpTransport {
 
 impl HttpTransport {
     pub fn new() -> anyhow::Result<Self> {
-        let client = crate::tls::client_builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("ionflow/", env!("CARGO_PKG_VERSION")))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()?;
+        let client = crate::tls::LazyClient::new(|builder| {
+            builder
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("ionflow/", env!("CARGO_PKG_VERSION")))
+                .pool_idle_timeout(Duration::from_secs(60))
+        });
         Ok(HttpTransport {
             client,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
@@ -41,8 +44,9 @@ impl HttpTransport {
         self
     }
 
-    pub fn client(&self) -> &reqwest::Client {
-        &self.client
+    /// The client, built at its first use.
+    pub fn client(&self) -> Result<&reqwest::Client, crate::tls::ClientBuildError> {
+        self.client.get()
     }
 
     pub async fn send(
@@ -117,7 +121,11 @@ impl HttpTransport {
             *outgoing.body_mut() = Some(body.into());
         }
         stats.record(&url_text);
-        let response = self.client.execute(outgoing).await.map_err(classify)?;
+        let client = self
+            .client
+            .get()
+            .map_err(|e| TransportError::Other(e.to_string()))?;
+        let response = client.execute(outgoing).await.map_err(classify)?;
         let status = response.status().as_u16();
         let headers = response
             .headers()
