@@ -1,6 +1,7 @@
-"""Values across the component boundary: bodies byte for byte, text and headers.
+"""Values across the component boundary: bodies byte for byte, headers, and types read once.
 
-The package converts ``list<u8>`` in bulk (_fastbytes). These tests send
+The package converts ``list<u8>`` in bulk (_fastbytes) and keeps component
+types instead of reading them on every call (_typecache). These tests send
 real HTTP on loopback: tokens from ``ionflow sim``, calls to a small echo
 server named as the file's ``iu``, so that what the connector sent can be
 compared with what came back.
@@ -17,7 +18,7 @@ from typing import Iterator, List, Tuple
 import pytest
 
 from conftest import Sim
-from ionflow_connector import Connection, ConnectorTrapError, MemoryTokenStore, _fastbytes
+from ionflow_connector import Connection, ConnectorTrapError, MemoryTokenStore, _fastbytes, _typecache
 
 #: wasmtime copies a list<u8> through its C API as one 48-byte value a byte, and
 #: stops a call that copies more than 128 MiB that way: 2,796,202 bytes less the
@@ -112,3 +113,21 @@ def test_text_and_json_bodies_and_headers_keep_their_characters(echo_conn: Conne
     assert response.header("x-echo-word") == "naïve"
     text = "Ångström ☃ 𝄞 " * 1000
     assert echo_conn.post("echo", data=text).text == text
+
+
+def test_component_types_are_read_once_not_per_call(echo_conn: Connection, monkeypatch: pytest.MonkeyPatch) -> None:
+    from wasmtime.component import _types
+
+    assert _typecache.install(), "the type cache is not in place for this wasmtime"
+    echo_conn.post("warm", data=b"x")  # the first call of each import reads its types
+    built = []
+    original = _types.valtype_from_ptr
+
+    def counting(ptr: object) -> object:
+        built.append(1)
+        return original(ptr)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_types, "valtype_from_ptr", counting)
+    for _ in range(3):
+        assert echo_conn.post("again", data=b"abc").body == b"abc"
+    assert built == [], f"{len(built)} value types were read from the C API during 3 calls"
