@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, Iterable, Optional, Set, Tuple, Union
 import wasmtime
 from wasmtime import component as wc
 
-from . import _fastbytes, errors
+from . import _fastbytes, _typecache, errors
 from .token_store import LockTimeout, StoreConflict, StoreUnavailable, TokenStore
 from .transport import RequestsTransport, TransportFailure
 
@@ -58,6 +58,8 @@ except importlib.metadata.PackageNotFoundError:  # pragma: no cover - vendored c
 
 # Bodies are list<u8>: convert them in bulk, not byte by byte (see _fastbytes).
 _fastbytes.install()
+# Types are read from the C API once, not on every call (see _typecache).
+_typecache.install()
 
 TRACE = 5
 logging.addLevelName(TRACE, "TRACE")
@@ -151,14 +153,14 @@ class Runtime:
                 with root.add_instance(_iface("types")):
                     pass
                 with root.add_instance(_iface("transport")) as transport:
-                    transport.add_func("send", _host_send)
+                    _typecache.add_func(transport, "send", _host_send)
                 with root.add_instance(_iface("token-store")) as store:
-                    store.add_func("load", _host_load)
-                    store.add_func("save", _host_save)
-                    store.add_func("lock", _host_lock)
-                    store.add_func("unlock", _host_unlock)
+                    _typecache.add_func(store, "load", _host_load)
+                    _typecache.add_func(store, "save", _host_save)
+                    _typecache.add_func(store, "lock", _host_lock)
+                    _typecache.add_func(store, "unlock", _host_unlock)
                 with root.add_instance(_iface("log")) as log:
-                    log.add_func("log", _host_log)
+                    _typecache.add_func(log, "log", _host_log)
         except wasmtime.WasmtimeError as e:
             raise errors.ComponentError(f"could not link the connector's imports: {e}") from None
         _Ticker.start(self.engine)
