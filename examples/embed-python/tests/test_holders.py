@@ -61,14 +61,34 @@ def _try_flock(path: Path, operation: int) -> bool:
         os.close(fd)
 
 
+def _flocks(path: Path) -> List[str]:
+    """The kinds (``READ``, ``WRITE``) of the flock locks held on ``path``,
+    read from /proc/locks without taking one. A probe that locked the file
+    would itself be a holder for a process deciding at that moment whether
+    it is the last: the test would then change what it observes (a holder
+    seeing the probe's shared lock keeps the grant instead of ending it)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return []
+    file_id = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    kinds = []
+    # "1: FLOCK  ADVISORY  WRITE 6728 fe:00:10010697 0 EOF"; a waiter's line has "->".
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == file_id:
+            kinds.append(fields[3])
+    return kinds
+
+
 def someone_holds(path: Path) -> bool:
-    """True while a process holds the grant (only asked when this one does not)."""
-    return path.exists() and not _try_flock(path, fcntl.LOCK_EX)
+    """True while a process holds the grant, or a last holder ends it."""
+    return bool(_flocks(path))
 
 
 def someone_ends(path: Path) -> bool:
     """True while a last holder is ending the grant (its exclusive lock)."""
-    return path.exists() and not _try_flock(path, fcntl.LOCK_SH)
+    return "WRITE" in _flocks(path)
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
