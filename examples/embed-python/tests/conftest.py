@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 import requests
@@ -143,6 +143,40 @@ def python_child(code: str, *, timeout: float = 120) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ)
     )
+
+
+def items_pipeline(
+    directory: Path,
+    ionapi: Path,
+    *,
+    schedule: Optional[str] = None,
+    connection_lines: str = "",
+) -> Path:
+    """``directory/items.toml``: M3 items by key (pages of 100) to out.jsonl, for
+    `ionflow run` or `ionflow serve`; ``connection_lines`` go into its connection."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "items.toml"
+    path.write_text(
+        (f'schedule = "{schedule}"\n' if schedule else "")
+        + f"""
+[connections.m3]
+ionapi_file = "{ionapi}"
+{connection_lines}
+
+[source]
+kind = "m3_list"
+connection = "m3"
+program = "MMS200MI"
+transaction = "LstItmByItm"
+key_field = "ITNO"
+page_size = 100
+
+[[sinks]]
+kind = "file"
+path = "out.jsonl"
+"""
+    )
+    return path
 
 
 def assert_no_secret(texts: List[str], secrets: List[str]) -> None:

@@ -21,7 +21,7 @@ from typing import Callable, List, Optional
 
 import pytest
 
-from conftest import Sim, assert_no_secret, ionflow, ionflow_bin
+from conftest import Sim, assert_no_secret, ionflow, ionflow_bin, items_pipeline
 from ionflow_connector import (
     Connection,
     FileTokenStore,
@@ -98,31 +98,15 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60) ->
         time.sleep(0.01)
 
 
-def items_pipeline(directory: Path, ionapi: Path, *, schedule: Optional[str] = None, revoke_on_exit: bool = False) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "items.toml"
-    path.write_text(
-        (f'schedule = "{schedule}"\n' if schedule else "")
-        + f"""
-[connections.m3]
-ionapi_file = "{ionapi}"
-rate_limit = {{ requests = 1000000, window_secs = 1 }}
-{"revoke_on_exit = true" if revoke_on_exit else ""}
-
-[source]
-kind = "m3_list"
-connection = "m3"
-program = "MMS200MI"
-transaction = "LstItmByItm"
-key_field = "ITNO"
-page_size = 100
-
-[[sinks]]
-kind = "file"
-path = "out.jsonl"
-"""
+def unlimited_items_pipeline(directory: Path, ionapi: Path, *, schedule: Optional[str] = None, revoke_on_exit: bool = False) -> Path:
+    """The items pipeline with the client-side rate limit lifted."""
+    return items_pipeline(
+        directory,
+        ionapi,
+        schedule=schedule,
+        connection_lines="rate_limit = { requests = 1000000, window_secs = 1 }\n"
+        + ("revoke_on_exit = true" if revoke_on_exit else ""),
     )
-    return path
 
 
 HOLDER = textwrap.dedent(
@@ -207,7 +191,7 @@ def test_python_keeps_the_grant_while_ionflow_serve_holds_it(
     key = store_key(sim)
     lock, entry = lock_of(state_dir, key), entry_of(state_dir, key)
     pipelines = tmp_path / "pipelines"
-    items_pipeline(pipelines, sim.ionapi, schedule="* * * * * *")
+    unlimited_items_pipeline(pipelines, sim.ionapi, schedule="* * * * * *")
     serve_log = tmp_path / "serve.log"
 
     def runs_finished() -> int:
@@ -255,7 +239,7 @@ def test_an_ionflow_run_does_not_revoke_under_python_and_python_revokes_last(
     caplog.set_level(logging.INFO)
     key = store_key(sim)
     entry = entry_of(state_dir, key)
-    pipeline = items_pipeline(tmp_path / "run", sim.ionapi, revoke_on_exit=True)
+    pipeline = unlimited_items_pipeline(tmp_path / "run", sim.ionapi, revoke_on_exit=True)
     with Connection.from_ionapi(sim.ionapi, revoke_on_close=True) as conn:
         assert conn.get(USERS_ME).status == 200
         run = ionflow("run", str(pipeline), "-v")
@@ -277,7 +261,7 @@ def test_an_ionflow_run_does_not_revoke_under_python_and_python_revokes_last(
 def test_python_waits_while_ionflow_ends_the_grant(sim: Sim, tmp_path: Path, state_dir: Path) -> None:
     key = store_key(sim)
     lock, entry = lock_of(state_dir, key), entry_of(state_dir, key)
-    pipeline = items_pipeline(tmp_path / "run", sim.ionapi, revoke_on_exit=True)
+    pipeline = unlimited_items_pipeline(tmp_path / "run", sim.ionapi, revoke_on_exit=True)
     # The revocation is done at once and answered 3 s later: the run, the
     # last holder, stays that long in its exclusive section.
     sim.post("faults", {"endpoint": "revocation", "count": 1, "delay_ms": 3000})
@@ -371,7 +355,7 @@ def test_a_killed_python_holder_does_not_count(sim: Sim, tmp_path: Path, state_d
     assert sim.counters()["revocations"] == 0, "the other process held it"
     holder.kill()
     # ionflow finds itself the last holder: the dead process's lock went with it.
-    pipeline = items_pipeline(tmp_path / "run", sim.ionapi, revoke_on_exit=True)
+    pipeline = unlimited_items_pipeline(tmp_path / "run", sim.ionapi, revoke_on_exit=True)
     run = ionflow("run", str(pipeline), "--quiet")
     counters = sim.counters()
     assert counters["revocations"] == 1, run.stderr

@@ -10,33 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Sim, ionflow
+from conftest import Sim, ionflow, items_pipeline
 from ionflow_connector import Connection, FileTokenStore, TokenStoreError, default_state_dir
 
 USERS_ME = "ifsservice/usermgt/v2/users/me"
-
-
-def items_pipeline(directory: Path, ionapi: Path) -> Path:
-    path = directory / "items.toml"
-    path.write_text(
-        f"""
-[connections.m3]
-ionapi_file = "{ionapi}"
-
-[source]
-kind = "m3_list"
-connection = "m3"
-program = "MMS200MI"
-transaction = "LstItmByItm"
-key_field = "ITNO"
-page_size = 100
-
-[[sinks]]
-kind = "file"
-path = "out.jsonl"
-"""
-    )
-    return path
 
 
 def test_the_default_folder_is_ionflows(state_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
