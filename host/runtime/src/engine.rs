@@ -87,7 +87,7 @@ impl Runtime {
             cache_dir: cache_dir.map(Path::to_path_buf),
             default,
             loaded: Mutex::new(HashMap::new()),
-            transport: HttpTransport::new()?,
+            transport: HttpTransport::new(),
             tokens,
             limits: SandboxLimits::default(),
             observer: None,

@@ -22,14 +22,15 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
-    pub fn new(max_response_bytes: u64) -> anyhow::Result<Self> {
+    /// Cannot fail: the client itself is built, and may fail, at the first call.
+    pub fn new(max_response_bytes: u64) -> Self {
         let client = ionflow_runtime::tls::LazyClient::new(|builder| {
             builder.user_agent(concat!("ionflow/", env!("CARGO_PKG_VERSION")))
         });
-        Ok(HttpClient {
+        HttpClient {
             client,
             max_response_bytes,
-        })
+        }
     }
 }
 

@@ -53,7 +53,7 @@ impl Pipeline {
         // Held like a run's ([`Session::Once`](super::Session::Once)).
         let held = self.hold_grants(grants, &connections, false).await?;
         let stats = Arc::new(RunStats::default());
-        let http = super::http::HttpClient::new(runtime.limits().response_bytes)?;
+        let http = super::http::HttpClient::new(runtime.limits().response_bytes);
         let state = match &self.config.state {
             Some(_) => self.stored_watermarks().await?.values(),
             None => BTreeMap::new(),

@@ -25,7 +25,7 @@ impl Pipeline {
         };
         let vars = self.vars.clone().with_state(state);
         let globals = self.jq_globals(&vars, &RunOptions::default());
-        let http = http::HttpClient::new(runtime.limits().response_bytes)?;
+        let http = http::HttpClient::new(runtime.limits().response_bytes);
         let read = async {
             let mut source = self.config.source.spec().open(SourceContext {
                 connections: &connections,
@@ -276,7 +276,7 @@ impl Pipeline {
     ) -> anyhow::Result<Summary> {
         let started = Instant::now();
         let stats = Arc::new(RunStats::default());
-        let http = http::HttpClient::new(max_response_bytes)?;
+        let http = http::HttpClient::new(max_response_bytes);
 
         let state_path = self.state_path();
         let mut watermarks = match (&state_path, &self.config.state, &self.shared_state) {

@@ -24,18 +24,25 @@ pub struct HttpTransport {
     max_response_bytes: u64,
 }
 
+impl Default for HttpTransport {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl HttpTransport {
-    pub fn new() -> anyhow::Result<Self> {
+    /// Cannot fail: the client itself is built, and may fail, at the first exchange.
+    pub fn new() -> Self {
         let client = crate::tls::LazyClient::new(|builder| {
             builder
                 .redirect(reqwest::redirect::Policy::none())
                 .user_agent(concat!("ionflow/", env!("CARGO_PKG_VERSION")))
                 .pool_idle_timeout(Duration::from_secs(60))
         });
-        Ok(HttpTransport {
+        HttpTransport {
             client,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
-        })
+        }
     }
 
     /// The same pool with another response cap.
